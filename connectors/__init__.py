@@ -1,0 +1,1 @@
+"""Source connectors for DictaMesh; discovered through the `dictamesh.connectors` entry points."""

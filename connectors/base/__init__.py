@@ -1,0 +1,1 @@
+"""Protocols and helpers shared by every connector."""
