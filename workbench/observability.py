@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, MutableMapping
@@ -68,6 +69,9 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries narrate every step at INFO; their warnings still come through.
+    for noisy in ("alembic", "bokeh", "tornado.access", "httpx"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
 def get_logger(name: str) -> Any:
@@ -137,11 +141,24 @@ def check_postgres(url: str, pool_status: Mapping[str, Any] | None = None) -> He
     return _timed("postgres", url, check)
 
 
+def _require_listener(bootstrap: str) -> None:
+    """Fail fast when no bootstrap server accepts connections (the Kafka client waits long)."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=1).close()
+        except OSError:
+            continue
+        return
+    raise ConnectionRefusedError(f"no broker accepts connections at {bootstrap}")
+
+
 def check_broker(bootstrap: str) -> HealthReport:
     """Broker metadata: brokers, topics and partitions."""
     from confluent_kafka.admin import AdminClient
 
     def check() -> tuple[str | None, dict[str, Any]]:
+        _require_listener(bootstrap)
         admin = AdminClient(
             {"bootstrap.servers": bootstrap, "socket.timeout.ms": 3000, "log_level": 0}
         )

@@ -34,6 +34,7 @@ ACCEPTED_FORMS: dict[str, str] = {
     "dashboard_users": "USER:PASSWORD[,USER:PASSWORD...] (passwords of at least 8 characters)",
     "dashboard_auth": "'basic' or 'oauth'",
     "api_tokens": "TOKEN[,TOKEN...] (each at least 16 characters)",
+    "serve_origins": "HOST:PORT[,HOST:PORT...] allowed to open dashboard websockets",
     "log_format": "'console' or 'json'",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
 }
@@ -83,6 +84,7 @@ class Settings(BaseSettings):
     api_tokens: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     serve_host: str = "127.0.0.1"
     serve_port: int = Field(default=5006, ge=1, le=65535)
+    serve_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -154,7 +156,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"the password of {user!r} is shorter than 8 characters")
         return value
 
-    @field_validator("api_tokens", mode="before")
+    @field_validator("api_tokens", "serve_origins", mode="before")
     @classmethod
     def _parse_tokens(cls, value: Any) -> Any:
         return _split_csv(value)

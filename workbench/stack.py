@@ -405,8 +405,15 @@ class PostgresComponent(EmbeddedComponent):
                 )
 
     def _run_as(self, args: list[str], user: str | None) -> subprocess.CompletedProcess[str]:
+        # Drop root's groups too: a process left in group root would be refused by folders
+        # that grant access to "others" only.
+        identity: dict[str, Any] = {}
+        if user is not None:
+            import pwd
+
+            identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
         return subprocess.run(
-            args, capture_output=True, text=True, timeout=120, user=user, cwd=self.base_dir
+            args, capture_output=True, text=True, timeout=120, cwd=self.base_dir, **identity
         )
 
     def _spawn(self) -> int:
@@ -606,6 +613,8 @@ class Stack:
 
     def up(self) -> Endpoints:
         """Start every embedded component that is not running and wait until all are healthy."""
+        if not self.embedded():
+            return self.endpoints()
         self.home.mkdir(parents=True, exist_ok=True)
         with self._locked():
             self._state.reload()  # another process may have started something meanwhile
@@ -671,7 +680,4 @@ class Stack:
 
 def ensure_up(settings: Settings) -> Endpoints:
     """The endpoints of a healthy stack, starting the embedded parts when needed."""
-    stack = Stack(settings)
-    if not stack.embedded():
-        return stack.endpoints()
-    return stack.up()
+    return Stack(settings).up()

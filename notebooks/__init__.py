@@ -1,0 +1,1 @@
+"""Parameterized report notebooks (installed as workbench.notebooks)."""

@@ -1,0 +1,48 @@
+"""Shared fixtures: one embedded stack per test session, in a temporary DICTAMESH_HOME."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workbench.settings import Settings, load_settings
+from workbench.stack import Endpoints, Stack
+
+# Tests run against the embedded stack only; a developer's own settings must not leak in.
+for _name in list(os.environ):
+    if _name.startswith("DICTAMESH_"):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("dictamesh-home")
+    os.environ["DICTAMESH_HOME"] = str(home)
+    yield home
+
+
+@pytest.fixture(scope="session")
+def settings(stack_home: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture(scope="session")
+def stack(settings: Settings) -> Iterator[Endpoints]:
+    """The embedded stack, started once for the whole session and stopped at its end."""
+    embedded = Stack(settings)
+    try:
+        yield embedded.up()
+    finally:
+        embedded.down()
+
+
+@pytest.fixture(scope="session")
+def workbench(stack: Endpoints, settings: Settings) -> Iterator[object]:
+    from workbench.client import connect
+
+    wb = connect(settings)
+    yield wb
+    wb.close()

@@ -1,0 +1,1 @@
+"""The served HTTP surface: dashboards, health and metrics, behind one login."""

@@ -1,0 +1,269 @@
+"""The `dictamesh` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from workbench import __version__
+from workbench.errors import DictaMeshError, SettingsError
+from workbench.settings import Settings, load_settings
+
+out = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="dictamesh",
+    help="DictaMesh Workbench: catalog, pipeline and analytics for a data mesh.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+migrate_app = typer.Typer(help="Apply, revert and inspect catalog schema migrations.",
+                          no_args_is_help=True)
+report_app = typer.Typer(help="Run parameterized notebook reports.", no_args_is_help=True)
+app.add_typer(migrate_app, name="migrate")
+app.add_typer(report_app, name="report")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles_errors(func: F) -> F:
+    """Print a workbench error as one line with its remedy, and exit non-zero."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DictaMeshError as exc:
+            err.print(f"[bold red]error[/] ({exc.kind}): {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings() -> Settings:
+    settings = load_settings()
+    from workbench.observability import configure_logging
+
+    configure_logging(settings)
+    return settings
+
+
+# -- stack ---------------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def up() -> None:
+    """Start the embedded stack (idempotent) and wait until every component is healthy."""
+    from workbench.stack import Stack
+
+    stack = Stack(_settings())
+    stack.up()
+    _print_status(stack)
+
+
+@app.command()
+@handles_errors
+def down() -> None:
+    """Stop the embedded stack; no process is left behind."""
+    from workbench.stack import Stack
+
+    for name, outcome in Stack(_settings()).down().items():
+        out.print(f"{name}: {outcome}")
+
+
+@app.command()
+@handles_errors
+def status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Component, URL, pid, health and version of each part of the stack."""
+    from workbench.stack import Stack
+
+    stack = Stack(_settings())
+    rows = _print_status(stack, as_json=as_json)
+    if not all(row.healthy for row in rows):
+        raise typer.Exit(1)
+
+
+def _print_status(stack: Any, *, as_json: bool = False) -> list[Any]:
+    rows = stack.status()
+    if as_json:
+        out.print_json(json.dumps([row.__dict__ for row in rows], default=str))
+        return rows
+    table = Table("component", "url", "pid", "health", "version", "mode")
+    table.columns[1].overflow = "fold"
+    for row in rows:
+        health = "[green]healthy[/]" if row.healthy else f"[red]unhealthy[/] {row.detail}"
+        table.add_row(row.name, row.url, str(row.pid or "-"), health, row.version or "-",
+                      "embedded" if row.embedded else "external")
+    out.print(table)
+    return rows
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+def _engine() -> Any:
+    from workbench import db
+    from workbench.stack import Stack
+
+    return db.make_engine(Stack(_settings()).endpoints().postgres_url)
+
+
+@migrate_app.command("up")
+@handles_errors
+def migrate_up(revision: Annotated[str, typer.Argument(help="Target revision.")] = "head") -> None:
+    """Apply migrations up to REVISION (default: newest)."""
+    from workbench import db
+
+    engine = _engine()
+    db.migrate_up(engine, revision)
+    out.print(f"catalog schema at revision {db.current_revision(engine)}")
+
+
+@migrate_app.command("down")
+@handles_errors
+def migrate_down(
+    revision: Annotated[str, typer.Argument(help="Target revision, or 'base' for none.")] = "-1",
+) -> None:
+    """Revert migrations down to REVISION (default: one step)."""
+    from workbench import db
+
+    engine = _engine()
+    db.migrate_down(engine, revision)
+    out.print(f"catalog schema at revision {db.current_revision(engine) or 'base'}")
+
+
+@migrate_app.command("status")
+@handles_errors
+def migrate_status() -> None:
+    """The applied revision and whether it is the newest."""
+    from workbench import db
+
+    engine = _engine()
+    history = db.migration_history(engine)
+    current = db.current_revision(engine)
+    head = next((r.revision for r in history if r.is_head), None)
+    state = "up to date" if current == head else f"behind (newest is {head})"
+    out.print(f"current: {current or 'base'} — {state}")
+    if current != head:
+        raise typer.Exit(1)
+
+
+@migrate_app.command("history")
+@handles_errors
+def migrate_history() -> None:
+    """Every revision, oldest first."""
+    from workbench import db
+
+    table = Table("revision", "down", "message", "state")
+    for rev in db.migration_history(_engine()):
+        marks = [m for m, on in (("current", rev.is_current), ("head", rev.is_head)) if on]
+        table.add_row(rev.revision, rev.down_revision or "-", rev.message, ", ".join(marks))
+    out.print(table)
+
+
+# -- dashboards ----------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Generate a demo login when none is configured.")
+    ] = False,
+) -> None:
+    """Serve the dashboards, /metrics and /api/health behind a login."""
+    from workbench.api.server import serve as run_server
+    from workbench.client import connect
+
+    settings = _settings()
+    workbench = connect(settings)
+
+    def announce(url: str, credentials: Any) -> None:
+        out.print(f"DictaMesh Workbench dashboards: [bold]{url}[/]", highlight=False)
+        if credentials.demo:
+            login = next(iter(credentials.users.items()))
+            out.print(f"demo login: user [bold]{login[0]}[/] password [bold]{login[1]}[/]",
+                      highlight=False)
+        sys.stdout.flush()
+
+    run_server(settings, workbench, host=host or settings.serve_host,
+               port=port or settings.serve_port, demo=demo, announce=announce)
+
+
+# -- reports -------------------------------------------------------------------------------
+
+
+@report_app.command("list")
+@handles_errors
+def report_list() -> None:
+    """The available reports and their parameters."""
+    from workbench.reports import available_reports, report_parameters
+
+    table = Table("report", "parameters")
+    for name in available_reports():
+        params = report_parameters(name)
+        table.add_row(name, ", ".join(f"{k}={v['default']}" for k, v in params.items()))
+    out.print(table)
+
+
+@report_app.command(
+    "run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}
+)
+@handles_errors
+def report_run(ctx: typer.Context, name: str) -> None:
+    """Run report NAME with parameters given as `-p KEY VALUE` (repeatable)."""
+    from workbench.reports import run_report
+
+    result = run_report(_settings(), name, _parse_parameters(list(ctx.args)))
+    out.print(f"notebook: {result.notebook}\nhtml: {result.html}", highlight=False)
+
+
+def _parse_parameters(args: list[str]) -> dict[str, str]:
+    """papermill's `-p KEY VALUE` pairs (also `--parameter KEY VALUE` and `-p KEY=VALUE`)."""
+    parameters: dict[str, str] = {}
+    position = 0
+    while position < len(args):
+        flag = args[position]
+        if flag not in {"-p", "--parameter"}:
+            raise typer.BadParameter(
+                f"unexpected {flag!r}; give parameters as -p KEY VALUE", param_hint="-p"
+            )
+        rest = args[position + 1 : position + 3]
+        if rest and "=" in rest[0]:
+            key, _, value = rest[0].partition("=")
+            position += 2
+        elif len(rest) == 2:
+            key, value = rest
+            position += 3
+        else:
+            raise typer.BadParameter("-p needs a KEY and a VALUE", param_hint="-p")
+        parameters[key] = value
+    return parameters
+
+
+@app.command()
+def version() -> None:
+    """The workbench version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

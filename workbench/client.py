@@ -1,0 +1,146 @@
+"""The Workbench facade used in notebooks: ``wb = workbench.connect()``."""
+
+from __future__ import annotations
+
+import html
+from functools import cached_property
+from typing import Any
+
+import polars as pl
+from sqlalchemy import Engine, text
+
+from workbench import db
+from workbench.observability import HealthReport, check_health, record_health
+from workbench.settings import Settings, load_settings, redact_url
+from workbench.stack import Endpoints, Stack, ensure_up
+
+# Catalog tables counted on the Overview page and in the repr, with their display names.
+CATALOG_TABLES: dict[str, str] = {
+    "entities": "dictamesh_entity_catalog",
+    "relationships": "dictamesh_entity_relationships",
+    "schemas": "dictamesh_schemas",
+    "events": "dictamesh_event_log",
+    "lineage_edges": "dictamesh_data_lineage",
+    "cache_entries": "dictamesh_cache_status",
+}
+
+
+class Workbench:
+    """One handle on a DictaMesh installation: its settings, stack, catalog and health."""
+
+    def __init__(self, settings: Settings, endpoints: Endpoints) -> None:
+        self.settings = settings
+        self.endpoints = endpoints
+        self.stack = Stack(settings)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db.make_engine(self.endpoints.postgres_url)
+
+    def health(self) -> list[HealthReport]:
+        """A fresh health check of every component (also recorded as Prometheus gauges)."""
+        reports = check_health(self.endpoints, db.pool_status(self.engine))
+        record_health(reports)
+        return reports
+
+    def status(self) -> pl.DataFrame:
+        """The health of each component as a table."""
+        return pl.DataFrame(
+            [
+                {
+                    "component": r.name,
+                    "healthy": r.healthy,
+                    "version": r.version,
+                    "url": r.url,
+                    "latency_ms": round(r.latency_ms, 1),
+                    "error": r.error,
+                }
+                for r in self.health()
+            ],
+            schema={
+                "component": pl.String, "healthy": pl.Boolean, "version": pl.String,
+                "url": pl.String, "latency_ms": pl.Float64, "error": pl.String,
+            },
+        )
+
+    def sql(self, query: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run a read query on the catalog database; bind values through `params`."""
+        with self.engine.connect() as connection:
+            result = connection.execute(text(query), params or {})
+            rows = [dict(row._mapping) for row in result]
+            columns = list(result.keys())
+        return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+
+    def counts(self) -> dict[str, int]:
+        """Row counts of the catalog tables (estimates are not good enough for a dashboard)."""
+        with self.engine.connect() as connection:
+            existing = set(
+                connection.execute(
+                    text("SELECT tablename FROM pg_tables WHERE tablename LIKE 'dictamesh%'")
+                ).scalars()
+            )
+            return {
+                name: int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608 - fixed names
+                if table in existing
+                else 0
+                for name, table in CATALOG_TABLES.items()
+            }
+
+    def migrate(self, revision: str = "head") -> None:
+        db.migrate_up(self.engine, revision)
+
+    def close(self) -> None:
+        if "engine" in self.__dict__:
+            self.engine.dispose()
+
+    # -- representations: never raise, never show a secret --------------------------------
+    def __repr__(self) -> str:
+        try:
+            return (
+                f"Workbench(home={str(self.settings.home)!r}, "
+                f"postgres={redact_url(self.endpoints.postgres_url)!r}, "
+                f"kafka={self.endpoints.kafka_bootstrap!r}, "
+                f"redis={redact_url(self.endpoints.redis_url)!r})"
+            )
+        except Exception:
+            return "Workbench(<unavailable>)"
+
+    def _repr_html_(self) -> str:
+        try:
+            rows = "".join(
+                "<tr>"
+                f"<td>{html.escape(r.name)}</td>"
+                f"<td style='color:{'green' if r.healthy else 'crimson'}'>"
+                f"{'healthy' if r.healthy else 'unhealthy'}</td>"
+                f"<td>{html.escape(r.version or '')}</td>"
+                f"<td><code>{html.escape(r.url)}</code></td>"
+                f"<td>{r.latency_ms:.0f} ms</td>"
+                f"<td>{html.escape(r.error or '')}</td>"
+                "</tr>"
+                for r in self.health()
+            )
+        except Exception as exc:
+            return f"<pre>{html.escape(repr(self))}\nhealth unavailable: {html.escape(str(exc))}</pre>"
+        return (
+            "<div><strong>DictaMesh Workbench</strong> "
+            f"<small>{html.escape(str(self.settings.home))}</small>"
+            "<table><thead><tr><th>component</th><th>health</th><th>version</th><th>url</th>"
+            f"<th>check</th><th>error</th></tr></thead><tbody>{rows}</tbody></table></div>"
+        )
+
+
+def connect(
+    settings: Settings | None = None, *, start: bool = True, migrate: bool = True
+) -> Workbench:
+    """A `Workbench` bound to the configured stack.
+
+    With nothing configured, the embedded stack is started (idempotently) under
+    ``DICTAMESH_HOME``; components given by URL are used as they are. With ``migrate`` the catalog
+    schema is brought to the newest revision.
+    """
+    settings = settings or load_settings()
+    endpoints = ensure_up(settings) if start else Stack(settings).endpoints()
+    workbench = Workbench(settings, endpoints)
+    if migrate:
+        workbench.migrate()
+    return workbench
