@@ -66,11 +66,14 @@ _CSS = """
 
 def render(page: Page, pages: list[Page], workbench: Workbench) -> pn.template.FastListTemplate:
     """The page's content inside the one template every page shares."""
-    template = pn.template.FastListTemplate(
+    return pn.template.FastListTemplate(
         title=APP_TITLE,
         sidebar=[navigation(pages, page.slug)],
-        main=[pn.pane.Markdown(f"## {page.title}"), *page.build(workbench)],
+        main=[pn.Column(pn.pane.Markdown(f"## {page.title}"), *page.build(workbench),
+                        sizing_mode="stretch_width")],
         raw_css=[_CSS],
         accent="#0072B5",
+        # Served offline too: system fonts, no font CDN.
+        font="system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif",
+        font_url="",
     )
-    return template

@@ -10,7 +10,7 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from workbench import db
-from workbench.observability import HealthReport, check_health, record_health
+from workbench.observability import HealthReport, record_health
 from workbench.settings import Settings, load_settings, redact_url
 from workbench.stack import Endpoints, Stack, ensure_up
 
@@ -39,7 +39,7 @@ class Workbench:
 
     def health(self) -> list[HealthReport]:
         """A fresh health check of every component (also recorded as Prometheus gauges)."""
-        reports = check_health(self.endpoints, db.pool_status(self.engine))
+        reports = self.stack.health(self.endpoints, db.pool_status(self.engine))
         record_health(reports)
         return reports
 

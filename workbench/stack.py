@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import importlib.util
 import json
 import os
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import psutil
 
@@ -45,6 +46,9 @@ from workbench.errors import (
     UnknownNameError,
 )
 from workbench.settings import Settings, env_name, redact_url
+
+if TYPE_CHECKING:
+    from workbench.observability import HealthReport
 
 COMPONENTS = ("postgres", "broker", "redis")
 LOOPBACK = "127.0.0.1"
@@ -136,6 +140,15 @@ def _tail(path: Path, lines: int = 3) -> str:
     return " | ".join(line.strip() for line in content[-lines:])
 
 
+@functools.cache
+def _binary_version(binary: Path) -> str | None:
+    try:
+        out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
 class EmbeddedComponent(ABC):
     """A server process the workbench starts, watches and stops."""
 
@@ -183,13 +196,7 @@ class EmbeddedComponent(ABC):
         """Work that needs the server up (e.g. creating the database)."""
 
     def version(self) -> str | None:
-        try:
-            out = subprocess.run(
-                [str(self.binary), "--version"], capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return out.stdout.strip() or None
+        return _binary_version(self.binary)
 
     # -- process bookkeeping ---------------------------------------------------------------
     def running_pid(self) -> int | None:
@@ -647,13 +654,22 @@ class Stack:
         """Whether every embedded component has a live process (no health check)."""
         return all(c.running_pid_or_none() is not None for c in self.embedded())
 
-    def status(self) -> list[ComponentStatus]:
-        """Component, URL, pid, health and version of each part of the stack."""
+    def health(
+        self, endpoints: Endpoints | None = None, pool_status: dict[str, Any] | None = None
+    ) -> list[HealthReport]:
+        """Each component's health check; an embedded server's own version fills any gap."""
         from workbench.observability import check_health
 
-        endpoints = self.endpoints()
+        reports = check_health(endpoints or self.endpoints(), pool_status)
+        for report in reports:
+            if report.version is None and not self.settings.is_external(report.name):
+                report.version = self.components[report.name].version()
+        return reports
+
+    def status(self) -> list[ComponentStatus]:
+        """Component, URL, pid, health and version of each part of the stack."""
         rows = []
-        for report in check_health(endpoints):
+        for report in self.health():
             embedded = not self.settings.is_external(report.name)
             pid = None
             detail = report.error or ""
@@ -668,8 +684,7 @@ class Stack:
                     url=report.url,
                     pid=pid,
                     healthy=report.healthy,
-                    version=report.version
-                    or (self.components[report.name].version() if embedded else None),
+                    version=report.version,
                     embedded=embedded,
                     detail=detail,
                     metrics=report.details,

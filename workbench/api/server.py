@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from importlib import resources
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from workbench.api.auth import Credentials, load_credentials
@@ -109,7 +109,7 @@ def _login_provider(credentials: Credentials) -> Any:
             LoginHandler._login_template = self._login_template
             return LoginHandler
 
-    return Provider()
+    return Provider(login_template=str(resources.files("workbench.api") / "templates" / "login.html"))
 
 
 def build_server(
@@ -123,13 +123,18 @@ def build_server(
     """A started-on-demand Panel/Bokeh server with every page and endpoint behind the login."""
     import panel as pn
 
-    from workbench.dashboards.layout import APP_TITLE, discover_pages, render
+    from workbench.dashboards.layout import APP_TITLE, Page, discover_pages, render
 
     credentials = load_credentials(settings, demo=demo)
     pages = discover_pages()
-    apps: dict[str, Callable[[], Any]] = {
-        page.slug: partial(render, page, pages, workbench) for page in pages
-    }
+    def app_for(page: Page) -> Callable[[], Any]:
+        # A plain function: Panel calls functions per session but would render a partial as-is.
+        def build_page() -> Any:
+            return render(page, pages, workbench)
+
+        return build_page
+
+    apps = {page.slug: app_for(page) for page in pages}
     health = _HealthCache(workbench)
     handler_args = {"credentials": credentials, "health": health}
     extra_patterns = [

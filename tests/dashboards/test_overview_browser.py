@@ -1,0 +1,110 @@
+"""Log into the served dashboards in a real browser and read the Overview page."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.helpers import BIN, chromium_path, free_port, wait_for_port
+from workbench.stack import Endpoints
+
+pytestmark = [pytest.mark.stack, pytest.mark.browser]
+
+USER, PASSWORD = "ada", "correct-horse-battery"
+TOKEN = "metrics-token-0123456789abcdef"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture(scope="module")
+def server(stack: Endpoints) -> Iterator[Server]:
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "dictamesh"), "serve", "--port", str(port)],
+        env={**os.environ, "DICTAMESH_DASHBOARD_USERS": f"{USER}:{PASSWORD}",
+             "DICTAMESH_API_TOKENS": TOKEN},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        wait_for_port(port, process=process)
+        yield Server(f"http://localhost:{port}", process)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    executable = chromium_path()
+    if executable is None:
+        pytest.fail("Debian's chromium is not installed; `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+def test_login_then_overview_shows_every_component_healthy(server: Server, browser: object, tmp_path: object) -> None:
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url + "/")
+    assert "/login" in page.url, "the dashboards must ask for a login first"
+
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", "wrong-password")
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url("**/login**error=*")
+    assert "Invalid username or password" in page.content()
+
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit], input[type=submit]")
+    page.wait_for_url("**/overview")
+
+    cards = page.locator(".dm-health")
+    cards.first.wait_for(timeout=30_000)
+    assert cards.count() == 3
+    states = {cards.nth(i).get_attribute("data-component"): cards.nth(i).get_attribute("data-healthy")
+              for i in range(3)}
+    assert states == {"postgres": "true", "broker": "true", "redis": "true"}
+    assert page.locator(".dm-health-state", has_text="unhealthy").count() == 0
+    # Navigation and counts are on the page too.
+    assert page.locator("a.dm-nav", has_text="Overview").count() == 1
+    page.get_by_text("entities").first.wait_for()
+    page.screenshot(path=str(tmp_path) + "/overview.png", full_page=True)  # type: ignore[operator]
+    page.close()
+
+
+def test_machine_endpoints_require_credentials(server: Server) -> None:
+    assert httpx.get(server.url + "/metrics").status_code == 401
+    assert httpx.get(server.url + "/api/health").status_code == 401
+    assert httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer wrong-token-000000"}).status_code == 401
+
+    metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert metrics.status_code == 200
+    assert 'dictamesh_component_up{component="postgres"} 1.0' in metrics.text
+
+    health = httpx.get(server.url + "/api/health", auth=(USER, PASSWORD))
+    assert health.status_code == 200
+    body = health.json()
+    assert body["healthy"] is True
+    assert [c["name"] for c in body["components"]] == ["postgres", "broker", "redis"]
+    assert PASSWORD not in health.text
+
+
+def test_pages_redirect_to_login_without_a_session(server: Server) -> None:
+    response = httpx.get(server.url + "/overview", follow_redirects=False)
+    assert response.status_code == 302
+    assert response.headers["location"].lstrip(".").startswith("/login")

@@ -1,0 +1,79 @@
+"""The notebook entry point: `workbench.connect()`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import polars as pl
+import pytest
+
+import workbench
+from workbench.client import Workbench
+from workbench.settings import load_settings
+from workbench.stack import Endpoints
+
+pytestmark = pytest.mark.stack
+
+
+def test_connect_binds_to_the_running_stack(stack: Endpoints) -> None:
+    wb = workbench.connect()
+    try:
+        assert isinstance(wb, Workbench)
+        assert wb.endpoints == stack
+        assert wb.sql("SELECT 1 AS one").to_dicts() == [{"one": 1}]
+    finally:
+        wb.close()
+
+
+def test_rich_repr_lists_components_and_their_health(workbench: Any, stack: Endpoints) -> None:
+    page = workbench._repr_html_()
+    for component in ("postgres", "broker", "redis"):
+        assert f"<td>{component}</td>" in page
+    assert page.count(">healthy</td>") == 3
+    password = stack.postgres_url.split(":")[2].split("@")[0]
+    assert password not in page
+    assert password not in repr(workbench)
+
+
+def test_status_is_a_polars_frame(workbench: Any) -> None:
+    status = workbench.status()
+    assert isinstance(status, pl.DataFrame)
+    assert status["component"].to_list() == ["postgres", "broker", "redis"]
+    assert status["healthy"].all()
+
+
+def test_sql_binds_parameters_instead_of_formatting(workbench: Any) -> None:
+    hostile = "x'); DROP TABLE dictamesh_schemas; --"
+    frame = workbench.sql("SELECT CAST(:value AS text) AS value", {"value": hostile})
+    assert frame["value"].to_list() == [hostile]
+    assert "schemas" in workbench.counts()
+
+
+def test_counts_cover_the_catalog_tables(workbench: Any) -> None:
+    counts = workbench.counts()
+    assert set(counts) == {"entities", "relationships", "schemas", "events", "lineage_edges",
+                           "cache_entries"}
+    before = counts["schemas"]
+    with workbench.engine.begin() as conn:
+        from sqlalchemy import text
+
+        conn.execute(text(
+            "INSERT INTO dictamesh_schemas (subject, version, schema_format, definition, fingerprint)"
+            " VALUES ('count-test', 1, 'JSON', '{}', 'f')"
+        ))
+    assert workbench.counts()["schemas"] == before + 1
+
+
+def test_reprs_never_raise_even_when_everything_is_down(tmp_path: Any) -> None:
+    settings = load_settings(home=tmp_path)
+    dead = Endpoints(
+        postgres_url="postgresql://u:topsecret@127.0.0.1:9/x",
+        kafka_bootstrap="127.0.0.1:9",
+        redis_url="redis://:topsecret@127.0.0.1:9/0",
+    )
+    wb = Workbench(settings, dead)
+    text_repr = repr(wb)
+    page = wb._repr_html_()
+    assert "topsecret" not in text_repr + page
+    assert page.count("unhealthy") == 3
+    assert not any(r.healthy for r in wb.health())
