@@ -69,8 +69,13 @@ def render(page: Page, pages: list[Page], workbench: Workbench) -> pn.template.F
     return pn.template.FastListTemplate(
         title=APP_TITLE,
         sidebar=[navigation(pages, page.slug)],
-        main=[pn.Column(pn.pane.Markdown(f"## {page.title}"), *page.build(workbench),
-                        sizing_mode="stretch_width")],
+        main=[
+            pn.Column(
+                pn.pane.Markdown(f"## {page.title}"),
+                *page.build(workbench),
+                sizing_mode="stretch_width",
+            )
+        ],
         raw_css=[_CSS],
         accent="#0072B5",
         # Served offline too: system fonts, no font CDN.

@@ -6,7 +6,6 @@ import html
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
-
 from workbench.dashboards.layout import Page
 
 if TYPE_CHECKING:
@@ -19,15 +18,19 @@ REFRESH_MS = 10_000
 def _health_card(report: HealthReport) -> str:
     state = "healthy" if report.healthy else "unhealthy"
     colour = "#1a7f37" if report.healthy else "#cf222e"
-    facts = [("version", report.version or "—"), ("url", report.url),
-             ("check", f"{report.latency_ms:.0f} ms")]
+    facts = [
+        ("version", report.version or "—"),
+        ("url", report.url),
+        ("check", f"{report.latency_ms:.0f} ms"),
+    ]
     if report.error:
         facts.append(("error", report.error))
     rows = "".join(
         f"<tr><th>{name}</th><td>{html.escape(str(value))}</td></tr>" for name, value in facts
     )
     return (
-        f'<div class="dm-health" data-component="{report.name}" data-healthy="{str(report.healthy).lower()}"'
+        f'<div class="dm-health" data-component="{report.name}" '
+        f'data-healthy="{str(report.healthy).lower()}"'
         ' style="border:1px solid #d0d7de;border-radius:6px;padding:8px 12px;min-width:260px">'
         f'<h3 style="margin:0">{report.name} <span class="dm-health-state" style="color:{colour}">'
         f"{state}</span></h3><table>{rows}</table></div>"
@@ -52,8 +55,13 @@ def build(workbench: Workbench) -> list[Any]:
             updated.object = f"Counts unavailable: {exc}"
             return
         counts.objects = [
-            pn.indicators.Number(name=name.replace("_", " "), value=value, format="{value:,}",
-                                 font_size="28pt", title_size="11pt")
+            pn.indicators.Number(
+                name=name.replace("_", " "),
+                value=value,
+                format="{value:,}",
+                font_size="28pt",
+                title_size="11pt",
+            )
             for name, value in numbers.items()
         ]
         updated.object = ""
@@ -63,9 +71,20 @@ def build(workbench: Workbench) -> list[Any]:
     button.on_click(lambda _event: refresh())
     if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
         pn.state.add_periodic_callback(refresh, period=REFRESH_MS)
-    return [pn.pane.Markdown("### Components"), health, pn.pane.Markdown("### Catalog"), counts,
-            button, updated]
+    return [
+        pn.pane.Markdown("### Components"),
+        health,
+        pn.pane.Markdown("### Catalog"),
+        counts,
+        button,
+        updated,
+    ]
 
 
-PAGE = Page(slug="overview", title="Overview", build=build, order=0,
-            description="Component health and key counts")
+PAGE = Page(
+    slug="overview",
+    title="Overview",
+    build=build,
+    order=0,
+    description="Component health and key counts",
+)

@@ -18,10 +18,10 @@ for _name in list(os.environ):
 
 
 @pytest.fixture(scope="session")
-def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("dictamesh-home")
     os.environ["DICTAMESH_HOME"] = str(home)
-    yield home
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -51,16 +51,25 @@ def test_sql_binds_parameters_instead_of_formatting(workbench: Any) -> None:
 
 def test_counts_cover_the_catalog_tables(workbench: Any) -> None:
     counts = workbench.counts()
-    assert set(counts) == {"entities", "relationships", "schemas", "events", "lineage_edges",
-                           "cache_entries"}
+    assert set(counts) == {
+        "entities",
+        "relationships",
+        "schemas",
+        "events",
+        "lineage_edges",
+        "cache_entries",
+    }
     before = counts["schemas"]
     with workbench.engine.begin() as conn:
         from sqlalchemy import text
 
-        conn.execute(text(
-            "INSERT INTO dictamesh_schemas (subject, version, schema_format, definition, fingerprint)"
-            " VALUES ('count-test', 1, 'JSON', '{}', 'f')"
-        ))
+        conn.execute(
+            text(
+                "INSERT INTO dictamesh_schemas"
+                " (subject, version, schema_format, definition, fingerprint)"
+                " VALUES ('count-test', 1, 'JSON', '{}', 'f')"
+            )
+        )
     assert workbench.counts()["schemas"] == before + 1
 
 

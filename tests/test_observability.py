@@ -20,7 +20,9 @@ from workbench.stack import Endpoints
 def test_json_logs_are_structured_and_scrubbed(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(load_settings(log_format="json"))
     get_logger("test").info(
-        "connecting", url="postgresql://app:s3cr3t-value@db/x", api_token="tok-123456789",
+        "connecting",
+        url="postgresql://app:s3cr3t-value@db/x",
+        api_token="tok-123456789",
         rows=3,
     )
     logging.getLogger("stdlib").warning("plain %s", "message")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -28,8 +27,18 @@ def test_every_notebook_has_a_parameters_cell() -> None:
 
 
 def test_report_run_writes_notebook_and_html(stack: Endpoints, settings: Settings) -> None:
-    result = run_cli("report", "run", "overview", "-p", "title", "Quarterly health check",
-                     "-p", "show_details", "false", timeout=300)
+    result = run_cli(
+        "report",
+        "run",
+        "overview",
+        "-p",
+        "title",
+        "Quarterly health check",
+        "-p",
+        "show_details",
+        "false",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     reports = settings.home / "reports" / "overview"
     html_files = sorted(reports.glob("overview-*.html"))
@@ -51,7 +60,14 @@ def test_unknown_report_and_parameter_get_suggestions(settings: Settings) -> Non
 
 @pytest.mark.parametrize(
     ("raw", "value"),
-    [("3", 3), ("2.5", 2.5), ("true", True), ("False", False), ("none", None), ("2026-10", "2026-10")],
+    [
+        ("3", 3),
+        ("2.5", 2.5),
+        ("true", True),
+        ("False", False),
+        ("none", None),
+        ("2026-10", "2026-10"),
+    ],
 )
 def test_parameter_values_are_coerced(raw: str, value: object) -> None:
     assert coerce(raw) == value
@@ -60,9 +76,22 @@ def test_parameter_values_are_coerced(raw: str, value: object) -> None:
 def test_notebooks_pass_nbval(stack: Endpoints) -> None:
     """Every shipped notebook runs top to bottom under nbval against the session's stack."""
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "--nbval-lax", "-q", "-p", "no:cacheprovider",
-         "--rootdir", str(REPO / "notebooks"), str(REPO / "notebooks")],
-        capture_output=True, text=True, timeout=600, cwd=REPO / "notebooks",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--nbval-lax",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--rootdir",
+            str(REPO / "notebooks"),
+            str(REPO / "notebooks"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO / "notebooks",
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout

@@ -40,7 +40,11 @@ def test_dotenv_file_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
 @pytest.mark.parametrize(
     ("variable", "value", "expected_form"),
     [
-        ("DICTAMESH_POSTGRES_URL", "mysql://root@db/x", "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"),
+        (
+            "DICTAMESH_POSTGRES_URL",
+            "mysql://root@db/x",
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME",
+        ),
         ("DICTAMESH_KAFKA_BOOTSTRAP", "localhost", "HOST:PORT[,HOST:PORT...]"),
         ("DICTAMESH_KAFKA_BOOTSTRAP", "a:9092,b:99999", "HOST:PORT[,HOST:PORT...]"),
         ("DICTAMESH_REDIS_URL", "http://cache:6379", "redis://"),
@@ -95,7 +99,11 @@ def test_every_setting_with_a_syntax_documents_its_form() -> None:
 
 @given(
     user=st.text("abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=12),
-    password=st.text(st.characters(blacklist_characters="@/:#?[]", blacklist_categories=("Cs", "Cc", "Zs")), min_size=1, max_size=30),
+    password=st.text(
+        st.characters(blacklist_characters="@/:#?[]", blacklist_categories=("Cs", "Cc", "Zs")),
+        min_size=1,
+        max_size=30,
+    ),
     host=st.sampled_from(["db", "127.0.0.1", "pg.internal"]),
 )
 def test_redact_url_never_shows_the_password(user: str, password: str, host: str) -> None:

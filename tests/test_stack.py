@@ -69,7 +69,8 @@ def test_up_status_down_round_trip_leaves_no_process(fresh_home: dict[str, str])
     assert stopped.returncode == 0, stopped.stderr
     assert not any(_alive(pid) for pid in pids.values())
     leftovers = [
-        p for p in psutil.process_iter(["cmdline", "status"])
+        p
+        for p in psutil.process_iter(["cmdline", "status"])
         if p.info["status"] != psutil.STATUS_ZOMBIE
         and any(str(home) in part for part in (p.info["cmdline"] or []))
     ]

@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Callable
 from functools import wraps
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 from workbench import __version__
 from workbench.errors import DictaMeshError, SettingsError
 from workbench.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from workbench.stack import ComponentStatus, Stack
 
 out = Console()
 err = Console(stderr=True)
@@ -26,8 +29,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-migrate_app = typer.Typer(help="Apply, revert and inspect catalog schema migrations.",
-                          no_args_is_help=True)
+migrate_app = typer.Typer(
+    help="Apply, revert and inspect catalog schema migrations.", no_args_is_help=True
+)
 report_app = typer.Typer(help="Run parameterized notebook reports.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(report_app, name="report")
@@ -95,7 +99,7 @@ def status(
         raise typer.Exit(1)
 
 
-def _print_status(stack: Any, *, as_json: bool = False) -> list[Any]:
+def _print_status(stack: Stack, *, as_json: bool = False) -> list[ComponentStatus]:
     rows = stack.status()
     if as_json:
         out.print_json(json.dumps([row.__dict__ for row in rows], default=str))
@@ -104,8 +108,14 @@ def _print_status(stack: Any, *, as_json: bool = False) -> list[Any]:
     table.columns[1].overflow = "fold"
     for row in rows:
         health = "[green]healthy[/]" if row.healthy else f"[red]unhealthy[/] {row.detail}"
-        table.add_row(row.name, row.url, str(row.pid or "-"), health, row.version or "-",
-                      "embedded" if row.embedded else "external")
+        table.add_row(
+            row.name,
+            row.url,
+            str(row.pid or "-"),
+            health,
+            row.version or "-",
+            "embedded" if row.embedded else "external",
+        )
     out.print(table)
     return rows
 
@@ -196,12 +206,20 @@ def serve(
         out.print(f"DictaMesh Workbench dashboards: [bold]{url}[/]", highlight=False)
         if credentials.demo:
             login = next(iter(credentials.users.items()))
-            out.print(f"demo login: user [bold]{login[0]}[/] password [bold]{login[1]}[/]",
-                      highlight=False)
+            out.print(
+                f"demo login: user [bold]{login[0]}[/] password [bold]{login[1]}[/]",
+                highlight=False,
+            )
         sys.stdout.flush()
 
-    run_server(settings, workbench, host=host or settings.serve_host,
-               port=port or settings.serve_port, demo=demo, announce=announce)
+    run_server(
+        settings,
+        workbench,
+        host=host or settings.serve_host,
+        port=port or settings.serve_port,
+        demo=demo,
+        announce=announce,
+    )
 
 
 # -- reports -------------------------------------------------------------------------------

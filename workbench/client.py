@@ -58,8 +58,12 @@ class Workbench:
                 for r in self.health()
             ],
             schema={
-                "component": pl.String, "healthy": pl.Boolean, "version": pl.String,
-                "url": pl.String, "latency_ms": pl.Float64, "error": pl.String,
+                "component": pl.String,
+                "healthy": pl.Boolean,
+                "version": pl.String,
+                "url": pl.String,
+                "latency_ms": pl.Float64,
+                "error": pl.String,
             },
         )
 
@@ -120,7 +124,9 @@ class Workbench:
                 for r in self.health()
             )
         except Exception as exc:
-            return f"<pre>{html.escape(repr(self))}\nhealth unavailable: {html.escape(str(exc))}</pre>"
+            return (
+                f"<pre>{html.escape(repr(self))}\nhealth unavailable: {html.escape(str(exc))}</pre>"
+            )
         return (
             "<div><strong>DictaMesh Workbench</strong> "
             f"<small>{html.escape(str(self.settings.home))}</small>"

@@ -94,13 +94,18 @@ class HealthReport:
     error: str | None = None
 
 
-def _timed(name: str, url: str, check: Callable[[], tuple[str | None, dict[str, Any]]]) -> HealthReport:
+def _timed(
+    name: str, url: str, check: Callable[[], tuple[str | None, dict[str, Any]]]
+) -> HealthReport:
     started = time.perf_counter()
     try:
         version, details = check()
     except Exception as exc:  # a health check reports every failure instead of raising
         return HealthReport(
-            name, redact_url(url), False, latency_ms=(time.perf_counter() - started) * 1000,
+            name,
+            redact_url(url),
+            False,
+            latency_ms=(time.perf_counter() - started) * 1000,
             error=f"{type(exc).__name__}: {scrub(str(exc)).strip()}",
         )
     return HealthReport(
@@ -213,12 +218,16 @@ REGISTRY = CollectorRegistry()
 BUILD_INFO = Info("dictamesh_build", "Workbench build information.", registry=REGISTRY)
 BUILD_INFO.info({"version": __version__})
 COMPONENT_UP = Gauge(
-    "dictamesh_component_up", "1 when the component passed its last health check.",
-    ["component"], registry=REGISTRY,
+    "dictamesh_component_up",
+    "1 when the component passed its last health check.",
+    ["component"],
+    registry=REGISTRY,
 )
 COMPONENT_CHECK_SECONDS = Gauge(
-    "dictamesh_component_check_seconds", "Duration of the component's last health check.",
-    ["component"], registry=REGISTRY,
+    "dictamesh_component_check_seconds",
+    "Duration of the component's last health check.",
+    ["component"],
+    registry=REGISTRY,
 )
 
 

@@ -97,8 +97,13 @@ def run_report(
     os.environ.setdefault(env_name("home"), str(settings.home))
     try:
         papermill.execute_notebook(
-            str(source), str(executed), parameters=values, kernel_name=kernel_name,
-            progress_bar=False, execution_timeout=timeout, cwd=str(out_dir),
+            str(source),
+            str(executed),
+            parameters=values,
+            kernel_name=kernel_name,
+            progress_bar=False,
+            execution_timeout=timeout,
+            cwd=str(out_dir),
         )
     except papermill.PapermillExecutionError as exc:
         raise TerminalError(
@@ -107,7 +112,7 @@ def run_report(
         ) from None
     except DictaMeshError:
         raise
-    body, _resources = HTMLExporter().from_filename(str(executed))
+    body, _resources = HTMLExporter().from_filename(str(executed))  # type: ignore[no-untyped-call]
     html_path = executed.with_suffix(".html")
     html_path.write_text(body, encoding="utf-8")
     return ReportRun(name=name, notebook=executed, html=html_path, parameters=values)

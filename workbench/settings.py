@@ -30,7 +30,8 @@ ACCEPTED_FORMS: dict[str, str] = {
     "kafka_port": "a TCP port 1-65535, or 0 to pick a free one",
     "redis_port": "a TCP port 1-65535, or 0 to pick a free one",
     "serve_port": "a TCP port 1-65535",
-    "master_key_source": "'env' (key in DICTAMESH_MASTER_KEY) or 'file:PATH' (default file:HOME/secrets/master.key)",
+    "master_key_source": "'env' (key in DICTAMESH_MASTER_KEY), 'file' (HOME/secrets/master.key)"
+    " or 'file:PATH'",
     "dashboard_users": "USER:PASSWORD[,USER:PASSWORD...] (passwords of at least 8 characters)",
     "dashboard_auth": "'basic' or 'oauth'",
     "api_tokens": "TOKEN[,TOKEN...] (each at least 16 characters)",
@@ -68,7 +69,9 @@ class Settings(BaseSettings):
     postgres_port: int = Field(default=0, ge=0, le=65535)
     kafka_port: int = Field(default=0, ge=0, le=65535)
     redis_port: int = Field(default=0, ge=0, le=65535)
-    stack_start_timeout: float = Field(default=60.0, gt=0, description="Seconds to wait for health.")
+    stack_start_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds to wait for health."
+    )
 
     embedding_model: str = Field(default="all-MiniLM-L6-v2")
 

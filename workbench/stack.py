@@ -383,9 +383,16 @@ class PostgresComponent(EmbeddedComponent):
             pwd.getpwnam(_POSTGRES_SYSTEM_USER)
         except KeyError:
             subprocess.run(
-                ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                 _POSTGRES_SYSTEM_USER],
-                check=True, capture_output=True,
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    _POSTGRES_SYSTEM_USER,
+                ],
+                check=True,
+                capture_output=True,
             )
         # The system user reads the installed binaries and traverses the folders above its own.
         install = self.bin_dir.parent
@@ -440,8 +447,19 @@ class PostgresComponent(EmbeddedComponent):
             os.chown(socket_dir, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
         options = f"-h {LOOPBACK} -p {self.port} -k {socket_dir}"
         result = self._run_as(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-l", str(self.log_file),
-             "-o", options, "-w", "-t", str(int(self.settings.stack_start_timeout)), "start"],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                str(int(self.settings.stack_start_timeout)),
+                "start",
+            ],
             user,
         )
         if result.returncode != 0:
@@ -465,9 +483,19 @@ class PostgresComponent(EmbeddedComponent):
             os.chown(pwfile, pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
         try:
             result = self._run_as(
-                [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}",
-                 "--encoding=UTF8", "--locale=C", "--no-instructions"],
+                [
+                    str(self.bin_dir / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth-local=trust",
+                    "--auth-host=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "--no-instructions",
+                ],
                 user,
             )
         finally:
@@ -507,8 +535,17 @@ class PostgresComponent(EmbeddedComponent):
         if pid is None:
             return "not running"
         result = self._run_as(
-            [str(self.bin_dir / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
-             "-t", str(int(timeout)), "stop"],
+            [
+                str(self.bin_dir / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "stop",
+            ],
             self._system_user(),
         )
         if result.returncode != 0:
@@ -533,8 +570,16 @@ class BrokerComponent(EmbeddedComponent):
     def _spawn(self) -> int:
         listener = f"tcp://{LOOPBACK}:{self.port}"
         return self._popen(
-            [str(self.binary), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"]
+            [
+                str(self.binary),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ]
         )
 
 
@@ -575,7 +620,7 @@ class RedisComponent(EmbeddedComponent):
             handle.write(
                 f"bind {LOOPBACK}\nport {self.port}\nprotected-mode yes\n"
                 f"requirepass {self.password()}\ndir {data}\nappendonly yes\n"
-                "daemonize no\nsave \"\"\n"
+                'daemonize no\nsave ""\n'
             )
         return self._popen([str(self.binary), str(conf)])
 
@@ -647,7 +692,9 @@ class Stack:
             if s.postgres_url
             else self.components["postgres"].url(),
             kafka_bootstrap=s.kafka_bootstrap or self.components["broker"].url(),
-            redis_url=s.redis_url.get_secret_value() if s.redis_url else self.components["redis"].url(),
+            redis_url=s.redis_url.get_secret_value()
+            if s.redis_url
+            else self.components["redis"].url(),
         )
 
     def is_up(self) -> bool:

@@ -56,7 +56,9 @@ def upgrade() -> None:
             name="ck_dictamesh_schemas_compatibility",
         ),
     )
-    op.create_index("idx_dictamesh_schemas_fingerprint", "dictamesh_schemas", ["subject", "fingerprint"])
+    op.create_index(
+        "idx_dictamesh_schemas_fingerprint", "dictamesh_schemas", ["subject", "fingerprint"]
+    )
 
     # Entity catalog: one row per entity of a source system, versioned, soft-deleted.
     op.create_table(
@@ -68,8 +70,10 @@ def upgrade() -> None:
         sa.Column("source_id", sa.Text, nullable=False),
         sa.Column("version", sa.BigInteger, nullable=False, server_default="1"),
         sa.Column(
-            "schema_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_schemas.id", ondelete="SET NULL"), nullable=True,
+            "schema_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_schemas.id", ondelete="SET NULL"),
+            nullable=True,
         ),
         sa.Column("display_name", sa.Text, nullable=True),
         sa.Column("attributes", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
@@ -81,7 +85,8 @@ def upgrade() -> None:
         sa.Column("source_updated_at", sa.DateTime(timezone=True), nullable=True),
         *_timestamps(),
         sa.Column(
-            "search_vector", pg.TSVECTOR,
+            "search_vector",
+            pg.TSVECTOR,
             sa.Computed(
                 "setweight(to_tsvector('english'::regconfig, coalesce(display_name, '') || ' ' "
                 "|| source_id || ' ' || entity_type || ' ' || domain), 'A') || "
@@ -94,13 +99,25 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint("version > 0", name="ck_dictamesh_entity_version_positive"),
     )
-    op.create_index("idx_dictamesh_entity_domain_type", "dictamesh_entity_catalog", ["domain", "entity_type"])
-    op.create_index("idx_dictamesh_entity_updated", "dictamesh_entity_catalog", ["updated_at"])
-    op.create_index("idx_dictamesh_entity_search", "dictamesh_entity_catalog", ["search_vector"], postgresql_using="gin")
-    op.create_index("idx_dictamesh_entity_tags", "dictamesh_entity_catalog", ["tags"], postgresql_using="gin")
     op.create_index(
-        "idx_dictamesh_entity_attributes", "dictamesh_entity_catalog", ["attributes"],
-        postgresql_using="gin", postgresql_ops={"attributes": "jsonb_path_ops"},
+        "idx_dictamesh_entity_domain_type", "dictamesh_entity_catalog", ["domain", "entity_type"]
+    )
+    op.create_index("idx_dictamesh_entity_updated", "dictamesh_entity_catalog", ["updated_at"])
+    op.create_index(
+        "idx_dictamesh_entity_search",
+        "dictamesh_entity_catalog",
+        ["search_vector"],
+        postgresql_using="gin",
+    )
+    op.create_index(
+        "idx_dictamesh_entity_tags", "dictamesh_entity_catalog", ["tags"], postgresql_using="gin"
+    )
+    op.create_index(
+        "idx_dictamesh_entity_attributes",
+        "dictamesh_entity_catalog",
+        ["attributes"],
+        postgresql_using="gin",
+        postgresql_ops={"attributes": "jsonb_path_ops"},
     )
 
     # Typed, directed relationships between catalog entities.
@@ -108,12 +125,16 @@ def upgrade() -> None:
         "dictamesh_entity_relationships",
         sa.Column("id", pg.UUID(as_uuid=True), **UUID_PK),
         sa.Column(
-            "from_entity_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="CASCADE"), nullable=False,
+            "from_entity_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column(
-            "to_entity_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="CASCADE"), nullable=False,
+            "to_entity_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("relationship_type", sa.Text, nullable=False),
         sa.Column("cardinality", sa.Text, nullable=False, server_default="many_to_one"),
@@ -128,10 +149,20 @@ def upgrade() -> None:
             "cardinality IN ('one_to_one', 'one_to_many', 'many_to_one', 'many_to_many')",
             name="ck_dictamesh_relationship_cardinality",
         ),
-        sa.CheckConstraint("confidence BETWEEN 0 AND 1", name="ck_dictamesh_relationship_confidence"),
+        sa.CheckConstraint(
+            "confidence BETWEEN 0 AND 1", name="ck_dictamesh_relationship_confidence"
+        ),
     )
-    op.create_index("idx_dictamesh_relationship_from", "dictamesh_entity_relationships", ["from_entity_id", "relationship_type"])
-    op.create_index("idx_dictamesh_relationship_to", "dictamesh_entity_relationships", ["to_entity_id", "relationship_type"])
+    op.create_index(
+        "idx_dictamesh_relationship_from",
+        "dictamesh_entity_relationships",
+        ["from_entity_id", "relationship_type"],
+    )
+    op.create_index(
+        "idx_dictamesh_relationship_to",
+        "dictamesh_entity_relationships",
+        ["to_entity_id", "relationship_type"],
+    )
 
     # Immutable log of every applied change, with before/after state and trace ids.
     op.create_table(
@@ -142,8 +173,10 @@ def upgrade() -> None:
         sa.Column("event_type", sa.Text, nullable=False),
         sa.Column("subject", sa.Text, nullable=True),
         sa.Column(
-            "entity_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="SET NULL"), nullable=True,
+            "entity_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="SET NULL"),
+            nullable=True,
         ),
         sa.Column("entity_version", sa.BigInteger, nullable=True),
         sa.Column("before_state", pg.JSONB, nullable=True),
@@ -160,9 +193,13 @@ def upgrade() -> None:
         sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.UniqueConstraint("event_source", "event_id", name="uq_dictamesh_event_log_event"),
     )
-    op.create_index("idx_dictamesh_event_log_entity", "dictamesh_event_log", ["entity_id", "entity_version"])
+    op.create_index(
+        "idx_dictamesh_event_log_entity", "dictamesh_event_log", ["entity_id", "entity_version"]
+    )
     op.create_index("idx_dictamesh_event_log_occurred", "dictamesh_event_log", ["occurred_at"])
-    op.create_index("idx_dictamesh_event_log_type", "dictamesh_event_log", ["event_type", "occurred_at"])
+    op.create_index(
+        "idx_dictamesh_event_log_type", "dictamesh_event_log", ["event_type", "occurred_at"]
+    )
     op.execute(
         """
         CREATE FUNCTION dictamesh_forbid_mutation() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -186,30 +223,46 @@ def upgrade() -> None:
         sa.Column("source_dataset", sa.Text, nullable=False),
         sa.Column("target_dataset", sa.Text, nullable=False),
         sa.Column(
-            "source_entity_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="SET NULL"), nullable=True,
+            "source_entity_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="SET NULL"),
+            nullable=True,
         ),
         sa.Column(
-            "target_entity_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="SET NULL"), nullable=True,
+            "target_entity_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="SET NULL"),
+            nullable=True,
         ),
         sa.Column("source_field", sa.Text, nullable=True),
         sa.Column("target_field", sa.Text, nullable=True),
         sa.Column("transformation_type", sa.Text, nullable=True),
-        sa.Column("transformation", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")),
+        sa.Column(
+            "transformation", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb")
+        ),
         sa.Column("job_name", sa.Text, nullable=True),
         sa.Column("run_id", sa.Text, nullable=True),
         sa.Column("run_state", sa.Text, nullable=True),
         sa.Column("event_time", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=NOW),
     )
-    op.create_index("idx_dictamesh_lineage_source", "dictamesh_data_lineage", ["source_dataset", "source_field"])
-    op.create_index("idx_dictamesh_lineage_target", "dictamesh_data_lineage", ["target_dataset", "target_field"])
+    op.create_index(
+        "idx_dictamesh_lineage_source", "dictamesh_data_lineage", ["source_dataset", "source_field"]
+    )
+    op.create_index(
+        "idx_dictamesh_lineage_target", "dictamesh_data_lineage", ["target_dataset", "target_field"]
+    )
     op.create_index("idx_dictamesh_lineage_run", "dictamesh_data_lineage", ["run_id"])
     op.create_index(
-        "uq_dictamesh_lineage_edge", "dictamesh_data_lineage",
-        ["source_dataset", "target_dataset", sa.text("coalesce(source_field, '')"),
-         sa.text("coalesce(target_field, '')"), sa.text("coalesce(job_name, '')")],
+        "uq_dictamesh_lineage_edge",
+        "dictamesh_data_lineage",
+        [
+            "source_dataset",
+            "target_dataset",
+            sa.text("coalesce(source_field, '')"),
+            sa.text("coalesce(target_field, '')"),
+            sa.text("coalesce(job_name, '')"),
+        ],
         unique=True,
     )
 
@@ -218,8 +271,10 @@ def upgrade() -> None:
         "dictamesh_cache_status",
         sa.Column("cache_key", sa.Text, primary_key=True),
         sa.Column(
-            "entity_id", pg.UUID(as_uuid=True),
-            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="CASCADE"), nullable=True,
+            "entity_id",
+            pg.UUID(as_uuid=True),
+            sa.ForeignKey("dictamesh_entity_catalog.id", ondelete="CASCADE"),
+            nullable=True,
         ),
         sa.Column("cache_layer", sa.Text, nullable=False, server_default="L2"),
         sa.Column("last_refreshed_at", sa.DateTime(timezone=True), nullable=True),
@@ -234,7 +289,9 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "cache_layer IN ('L1', 'L2', 'L3')", name="ck_dictamesh_cache_status_layer"
         ),
-        sa.CheckConstraint("ttl_seconds IS NULL OR ttl_seconds >= 0", name="ck_dictamesh_cache_status_ttl"),
+        sa.CheckConstraint(
+            "ttl_seconds IS NULL OR ttl_seconds >= 0", name="ck_dictamesh_cache_status_ttl"
+        ),
     )
     op.create_index("idx_dictamesh_cache_status_entity", "dictamesh_cache_status", ["entity_id"])
     op.create_index("idx_dictamesh_cache_status_expires", "dictamesh_cache_status", ["expires_at"])

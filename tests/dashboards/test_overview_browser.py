@@ -17,8 +17,14 @@ pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
 USER, PASSWORD = "ada", "correct-horse-battery"
 TOKEN = "metrics-token-0123456789abcdef"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 @dataclass
@@ -32,9 +38,14 @@ def server(stack: Endpoints) -> Iterator[Server]:
     port = free_port()
     process = subprocess.Popen(
         [str(BIN / "dictamesh"), "serve", "--port", str(port)],
-        env={**os.environ, "DICTAMESH_DASHBOARD_USERS": f"{USER}:{PASSWORD}",
-             "DICTAMESH_API_TOKENS": TOKEN},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={
+            **os.environ,
+            "DICTAMESH_DASHBOARD_USERS": f"{USER}:{PASSWORD}",
+            "DICTAMESH_API_TOKENS": TOKEN,
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         wait_for_port(port, process=process)
@@ -48,16 +59,22 @@ def server(stack: Endpoints) -> Iterator[Server]:
 def browser() -> Iterator[object]:
     executable = chromium_path()
     if executable is None:
-        pytest.fail("Debian's chromium is not installed; `make test` installs it (apt-get install chromium)")
+        pytest.fail(
+            "Debian's chromium is not installed; `make test` installs it (apt-get install chromium)"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+        launched = playwright.chromium.launch(
+            executable_path=executable, headless=True, args=CHROMIUM_ARGS
+        )
         yield launched
         launched.close()
 
 
-def test_login_then_overview_shows_every_component_healthy(server: Server, browser: object, tmp_path: object) -> None:
+def test_login_then_overview_shows_every_component_healthy(
+    server: Server, browser: object, tmp_path: object
+) -> None:
     page = browser.new_page()  # type: ignore[attr-defined]
     page.goto(server.url + "/")
     assert "/login" in page.url, "the dashboards must ask for a login first"
@@ -76,8 +93,10 @@ def test_login_then_overview_shows_every_component_healthy(server: Server, brows
     cards = page.locator(".dm-health")
     cards.first.wait_for(timeout=30_000)
     assert cards.count() == 3
-    states = {cards.nth(i).get_attribute("data-component"): cards.nth(i).get_attribute("data-healthy")
-              for i in range(3)}
+    states = {
+        cards.nth(i).get_attribute("data-component"): cards.nth(i).get_attribute("data-healthy")
+        for i in range(3)
+    }
     assert states == {"postgres": "true", "broker": "true", "redis": "true"}
     assert page.locator(".dm-health-state", has_text="unhealthy").count() == 0
     # Navigation and counts are on the page too.
@@ -90,7 +109,12 @@ def test_login_then_overview_shows_every_component_healthy(server: Server, brows
 def test_machine_endpoints_require_credentials(server: Server) -> None:
     assert httpx.get(server.url + "/metrics").status_code == 401
     assert httpx.get(server.url + "/api/health").status_code == 401
-    assert httpx.get(server.url + "/metrics", headers={"Authorization": "Bearer wrong-token-000000"}).status_code == 401
+    assert (
+        httpx.get(
+            server.url + "/metrics", headers={"Authorization": "Bearer wrong-token-000000"}
+        ).status_code
+        == 401
+    )
 
     metrics = httpx.get(server.url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert metrics.status_code == 200

@@ -34,9 +34,7 @@ class Credentials:
     def check_password(self, username: str, password: str) -> bool:
         expected = self.users.get(username)
         # Compare against a dummy for unknown users too, so timing does not reveal who exists.
-        ok = hmac.compare_digest(
-            (expected or secrets.token_hex(16)).encode(), password.encode()
-        )
+        ok = hmac.compare_digest((expected or secrets.token_hex(16)).encode(), password.encode())
         return ok and expected is not None
 
     def check_token(self, token: str) -> bool:

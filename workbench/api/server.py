@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from importlib import resources
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from workbench.api.auth import Credentials, load_credentials
@@ -93,23 +93,28 @@ def _login_provider(credentials: Credentials) -> Any:
     """Panel's login form, checking passwords in constant time and logging each attempt."""
     from panel.auth import BasicAuthProvider, BasicLoginHandler
 
-    class LoginHandler(BasicLoginHandler):  # type: ignore[misc]
+    class LoginHandler(BasicLoginHandler):
         def _validate(self, username: str, password: str) -> bool:
             ok = credentials.check_password(username, password)
             log.info(
-                "dashboard login", user=username, success=ok, address=self.request.remote_ip,
+                "dashboard login",
+                user=username,
+                success=ok,
+                address=self.request.remote_ip,
                 user_agent=self.request.headers.get("User-Agent", ""),
             )
             return ok
 
-    class Provider(BasicAuthProvider):  # type: ignore[misc]
+    class Provider(BasicAuthProvider):
         @property
         def login_handler(self) -> type[LoginHandler]:
             LoginHandler._login_endpoint = self._login_endpoint
             LoginHandler._login_template = self._login_template
             return LoginHandler
 
-    return Provider(login_template=str(resources.files("workbench.api") / "templates" / "login.html"))
+    return Provider(  # type: ignore[no-untyped-call]
+        login_template=str(resources.files("workbench.api") / "templates" / "login.html")
+    )
 
 
 def build_server(
@@ -127,6 +132,7 @@ def build_server(
 
     credentials = load_credentials(settings, demo=demo)
     pages = discover_pages()
+
     def app_for(page: Page) -> Callable[[], Any]:
         # A plain function: Panel calls functions per session but would render a partial as-is.
         def build_page() -> Any:
@@ -134,7 +140,7 @@ def build_server(
 
         return build_page
 
-    apps = {page.slug: app_for(page) for page in pages}
+    apps: dict[str, Any] = {page.slug: app_for(page) for page in pages}
     health = _HealthCache(workbench)
     handler_args = {"credentials": credentials, "health": health}
     extra_patterns = [
@@ -153,8 +159,9 @@ def build_server(
         }
     else:
         auth = {"auth_provider": _login_provider(credentials)}
-    origins = sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}",
-                      *settings.serve_origins})
+    origins = sorted(
+        {f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}", *settings.serve_origins}
+    )
     server = pn.io.server.get_server(
         apps,
         port=port,
