@@ -103,6 +103,15 @@ def test_login_then_overview_shows_every_component_healthy(
     assert page.locator("a.dm-nav", has_text="Overview").count() == 1
     page.get_by_text("entities").first.wait_for()
     page.screenshot(path=str(tmp_path) + "/overview.png", full_page=True)  # type: ignore[operator]
+
+    # The navigation leads to every other page, inside the same template and session.
+    page.locator("a.dm-nav", has_text="Health").click()
+    page.wait_for_url("**/health")
+    postgres = page.locator(".dm-health-detail-postgres table")  # inside the pane's shadow root
+    postgres.wait_for(timeout=30_000)
+    assert postgres.locator("td", has_text="vector_installed").count() == 1
+    assert postgres.locator("td", has_text="dictamesh_entity_catalog").count() == 1
+    assert page.locator("a.dm-nav-current").inner_text() == "Health"
     page.close()
 
 
