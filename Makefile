@@ -43,6 +43,7 @@ down:
 demo: install
 	$(BIN)/dictamesh up
 	$(BIN)/dictamesh migrate up
+	$(BIN)/dictamesh demo load
 	$(BIN)/dictamesh serve --demo
 
 clean: down

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,7 @@ def stack(settings: Settings) -> Iterator[Endpoints]:
     try:
         yield embedded.up()
     finally:
+        gc.collect()  # Kafka clients of finished tests disconnect before their broker goes
         embedded.down()
 
 
@@ -46,3 +48,13 @@ def workbench(stack: Endpoints, settings: Settings) -> Iterator[object]:
     wb = connect(settings)
     yield wb
     wb.close()
+
+
+@pytest.fixture(scope="session")
+def workers(workbench: object) -> Iterator[object]:
+    """Every registered projector, consuming in background threads for the whole session."""
+    from workbench.events.workers import Workers, build_runners
+
+    running = Workers(build_runners(workbench.endpoints)).start()  # type: ignore[attr-defined]
+    yield running
+    running.stop()

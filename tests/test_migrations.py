@@ -18,6 +18,7 @@ from workbench.stack import Endpoints
 
 pytestmark = pytest.mark.stack
 
+HEAD = "0002"
 CATALOG_TABLES = {
     "dictamesh_entity_catalog",
     "dictamesh_entity_relationships",
@@ -25,6 +26,7 @@ CATALOG_TABLES = {
     "dictamesh_event_log",
     "dictamesh_data_lineage",
     "dictamesh_cache_status",
+    "dictamesh_consumer_offsets",
 }
 
 
@@ -53,7 +55,7 @@ def _tables(engine: Engine) -> set[str]:
 
 def test_up_down_to_base_and_up_again_round_trips(engine: Engine) -> None:
     db.migrate_up(engine)
-    assert db.current_revision(engine) == "0001"
+    assert db.current_revision(engine) == HEAD
     assert _tables(engine) >= CATALOG_TABLES
     with engine.connect() as conn:
         assert conn.execute(
@@ -61,6 +63,8 @@ def test_up_down_to_base_and_up_again_round_trips(engine: Engine) -> None:
         ).scalar()
     schema_after_first_up = _describe(engine)
 
+    db.migrate_down(engine, "0001")
+    assert db.current_revision(engine) == "0001"
     db.migrate_down(engine, "base")
     assert db.current_revision(engine) is None
     assert _tables(engine) <= {db.VERSION_TABLE}
@@ -223,10 +227,10 @@ def test_two_processes_migrating_at_once_are_safe(scratch_database: str) -> None
         holder.execute("SELECT pg_advisory_unlock(%s)", (db.MIGRATION_LOCK_KEY,))
         outputs = [p.communicate(timeout=120)[0] for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    assert all("catalog schema at revision 0001" in out for out in outputs)
+    assert all(f"catalog schema at revision {HEAD}" in out for out in outputs)
     with psycopg.connect(scratch_database) as conn:
         versions = conn.execute(f"SELECT version_num FROM {db.VERSION_TABLE}").fetchall()
-        assert versions == [("0001",)]
+        assert versions == [(HEAD,)]
         tables = conn.execute(
             "SELECT count(*) FROM pg_tables WHERE tablename LIKE 'dictamesh_%%'"
         ).fetchone()

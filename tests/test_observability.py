@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 
 import pytest
 
@@ -17,6 +18,20 @@ from workbench.settings import load_settings
 from workbench.stack import Endpoints
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """The test points logging at its captured stderr; later tests must not write there."""
+    import structlog
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_json_logs_are_structured_and_scrubbed(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging(load_settings(log_format="json"))
     get_logger("test").info(

@@ -33,8 +33,10 @@ migrate_app = typer.Typer(
     help="Apply, revert and inspect catalog schema migrations.", no_args_is_help=True
 )
 report_app = typer.Typer(help="Run parameterized notebook reports.", no_args_is_help=True)
+demo_app = typer.Typer(help="Demo data, published through the real pipeline.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(report_app, name="report")
+app.add_typer(demo_app, name="demo")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -194,13 +196,19 @@ def serve(
     demo: Annotated[
         bool, typer.Option("--demo", help="Generate a demo login when none is configured.")
     ] = False,
+    consumers: Annotated[
+        bool, typer.Option(help="Run the projectors as background workers in this process.")
+    ] = True,
 ) -> None:
     """Serve the dashboards, /metrics and /api/health behind a login."""
     from workbench.api.server import serve as run_server
     from workbench.client import connect
+    from workbench.events.workers import Workers, build_runners
 
     settings = _settings()
     workbench = connect(settings)
+    if consumers:
+        Workers(build_runners(workbench.endpoints)).start()
 
     def announce(url: str, credentials: Any) -> None:
         out.print(f"DictaMesh Workbench dashboards: [bold]{url}[/]", highlight=False)
@@ -219,6 +227,71 @@ def serve(
         port=port or settings.serve_port,
         demo=demo,
         announce=announce,
+    )
+
+
+# -- the pipeline --------------------------------------------------------------------------
+
+
+@app.command()
+@handles_errors
+def consume(
+    sink: Annotated[
+        list[str] | None, typer.Option("--sink", help="Only these sinks (default: all).")
+    ] = None,
+) -> None:
+    """Run every projector (consumer group) until SIGTERM or Ctrl-C."""
+    from workbench.client import connect
+    from workbench.events.workers import build_runners
+
+    workbench = connect(_settings())
+    runners = build_runners(workbench.endpoints, sink)
+    if len(runners) == 1:
+        runners[0].run()  # in the main thread: SIGTERM stops it cleanly
+        return
+    import signal
+    import threading
+
+    from workbench.events.workers import Workers
+
+    workers = Workers(runners).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    workers.stop()
+
+
+@demo_app.command("load")
+@handles_errors
+def demo_load(
+    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
+    conversations: Annotated[int, typer.Option(help="How many conversations.")] = 60,
+) -> None:
+    """Publish the demo organisation as entity events and wait until the catalog has them."""
+    from tqdm.auto import tqdm
+
+    from workbench.client import connect
+    from workbench.demo import SOURCE, demo_changes
+    from workbench.events.producer import wait_for_all
+    from workbench.events.workers import Workers, build_runners
+
+    workbench = connect(_settings())
+    workers = Workers(build_runners(workbench.endpoints, ["catalog"])).start()
+    try:
+        handles = [
+            workbench.catalog.publish_change(item.topic, item.change, source=SOURCE)
+            for item in tqdm(
+                list(demo_changes(seed, conversations)), desc="publishing", unit="event"
+            )
+        ]
+        wait_for_all(handles, timeout=120)
+    finally:
+        workers.stop()
+    counts = workbench.counts()
+    out.print(
+        f"demo loaded: {len(handles)} events; catalog has {counts['entities']} entities, "
+        f"{counts['relationships']} relationships, {counts['events']} logged changes"
     )
 
 

@@ -10,6 +10,9 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from workbench import db
+from workbench.catalog.api import Catalog
+from workbench.events.producer import EventProducer
+from workbench.events.topics import ensure_topics
 from workbench.observability import HealthReport, record_health
 from workbench.settings import Settings, load_settings, redact_url
 from workbench.stack import Endpoints, Stack, ensure_up
@@ -36,6 +39,22 @@ class Workbench:
     @cached_property
     def engine(self) -> Engine:
         return db.make_engine(self.endpoints.postgres_url)
+
+    @cached_property
+    def producer(self) -> EventProducer:
+        """Publishes CloudEvents; handles can wait for the catalog projection."""
+        return EventProducer(
+            self.endpoints.kafka_bootstrap, postgres_url=self.endpoints.postgres_url
+        )
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        """Entities, relationships and history; writes go through the pipeline."""
+        return Catalog(self.engine, self.producer)
+
+    def ensure_topics(self) -> list[str]:
+        """Create the backbone's topics (and dead-letter topics) that do not exist yet."""
+        return ensure_topics(self.endpoints.kafka_bootstrap)
 
     def health(self) -> list[HealthReport]:
         """A fresh health check of every component (also recorded as Prometheus gauges)."""
@@ -94,6 +113,10 @@ class Workbench:
         db.migrate_up(self.engine, revision)
 
     def close(self) -> None:
+        if "producer" in self.__dict__:
+            self.producer.flush()
+            del self.__dict__["producer"]  # lets librdkafka shut its client down now
+            self.__dict__.pop("catalog", None)
         if "engine" in self.__dict__:
             self.engine.dispose()
 
@@ -149,4 +172,5 @@ def connect(
     workbench = Workbench(settings, endpoints)
     if migrate:
         workbench.migrate()
+        workbench.ensure_topics()
     return workbench

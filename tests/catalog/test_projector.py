@@ -1,0 +1,364 @@
+"""The catalog projection through the real broker and database."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import raw_producer, read_records
+from workbench import db
+from workbench.catalog.model import EntityChange, EntityRef, RelationshipChange
+from workbench.catalog.projector import GROUP, CatalogProjector
+from workbench.events import topics
+from workbench.events.consumer import ConsumerRunner, RunnerConfig
+from workbench.events.envelope import CloudEvent
+from workbench.events.producer import wait_for_all, wait_for_offset
+
+pytestmark = pytest.mark.stack
+
+
+def _unique() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _change(source_id: str, version: int, **fields: Any) -> EntityChange:
+    return EntityChange(
+        domain="test",
+        source_system="unit",
+        entity_type="widget",
+        source_id=source_id,
+        version=version,
+        **fields,
+    )
+
+
+def _event(change: EntityChange, topic: str = topics.ENTITY_UPDATED, **attrs: Any) -> CloudEvent:
+    return CloudEvent(
+        source="/tests",
+        type=topic,
+        partitionkey=change.ref.key,
+        data=change.model_dump(mode="json", exclude_none=True),
+        **attrs,
+    )
+
+
+def test_register_update_and_history(workbench: Any, workers: Any) -> None:
+    sid = _unique()
+    workbench.catalog.register(
+        "test", "unit", "widget", sid, attributes={"colour": "red"}, tags=["t1"]
+    ).wait()
+    first = workbench.catalog.get("unit", "widget", sid)
+    assert first.version == 1
+    assert first.attributes == {"colour": "red"}
+    workbench.catalog.register(
+        "test", "unit", "widget", sid, attributes={"colour": "blue", "size": 3}
+    ).wait()
+    second = workbench.catalog.get("unit", "widget", sid)
+    assert second.version == 2
+    assert second.attributes == {"colour": "blue", "size": 3}
+    history = workbench.catalog.history("unit", "widget", sid)
+    assert history["version"].to_list() == [1, 2]
+    assert history["event_type"].to_list() == [topics.ENTITY_CREATED, topics.ENTITY_UPDATED]
+    before = json.loads(history["before_state"][1])
+    after = json.loads(history["after_state"][1])
+    assert before["attributes"] == {"colour": "red"}
+    assert after["attributes"] == {"colour": "blue", "size": 3}
+    change = json.loads(history["change_description"][1])
+    assert change["added"] == ["size"]
+    assert change["changed"] == ["colour"]
+    assert change["fields"] == ["tags"]
+
+
+def test_duplicates_and_stale_versions_are_no_ops(workbench: Any, workers: Any) -> None:
+    sid = _unique()
+    producer = workbench.producer
+    v3 = _event(
+        _change(sid, 3, attributes={"v": 3}),
+        traceparent=("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    )
+    handles = [
+        producer.publish(topics.ENTITY_UPDATED, v3),
+        producer.publish(topics.ENTITY_UPDATED, v3),  # the very same event again
+        producer.publish(topics.ENTITY_UPDATED, _event(_change(sid, 2, attributes={"v": 2}))),
+        producer.publish(topics.ENTITY_UPDATED, _event(_change(sid, 3, attributes={"v": "other"}))),
+    ]
+    wait_for_all(handles)
+    entity = workbench.catalog.get("unit", "widget", sid)
+    assert entity.version == 3
+    assert entity.attributes == {"v": 3}
+    history = workbench.catalog.history("unit", "widget", sid)
+    # The late v2 joins the history without changing the entity; the duplicate and the
+    # conflicting second v3 do not.
+    assert history["version"].to_list() == [2, 3]
+    assert json.loads(history["change_description"][0])["late"] is True
+    assert history["trace_id"].to_list() == [None, "4bf92f3577b34da6a3ce929d0e0e4736"]
+
+
+def test_deletes_are_soft_and_keep_history(workbench: Any, workers: Any) -> None:
+    sid = _unique()
+    target = EntityRef(source_system="unit", entity_type="gadget", source_id=_unique())
+    workbench.catalog.register(
+        "test",
+        "unit",
+        "widget",
+        sid,
+        attributes={"a": 1},
+        relationships=[RelationshipChange(type="uses", target=target)],
+    ).wait()
+    workbench.catalog.delete("unit", "widget", sid).wait()
+    entity = workbench.catalog.get("unit", "widget", sid)
+    assert entity.is_deleted
+    assert entity.version == 2
+    assert entity.attributes == {"a": 1}, "a delete keeps what the entity was"
+    assert (
+        workbench.catalog.entities(source_system="unit", entity_type="widget", limit=1000)
+        .filter(__import__("polars").col("source_id") == sid)
+        .height
+        == 0
+    )
+    assert workbench.catalog.history("unit", "widget", sid)["event_type"].to_list() == [
+        topics.ENTITY_CREATED,
+        topics.ENTITY_DELETED,
+    ]
+    assert workbench.catalog.relationships("unit", "widget", sid).height == 0
+    assert workbench.catalog.relationships("unit", "widget", sid, include_deleted=True).height == 1
+
+
+def test_relationships_resolve_when_the_target_arrives(workbench: Any, workers: Any) -> None:
+    sid, gid = _unique(), _unique()
+    gadget = EntityRef(source_system="unit", entity_type="gadget", source_id=gid)
+    workbench.catalog.register(
+        "test",
+        "unit",
+        "widget",
+        sid,
+        relationships=[
+            RelationshipChange(
+                type="uses", target=gadget, cardinality="many_to_many", confidence=0.75
+            )
+        ],
+    ).wait()
+    edges = workbench.catalog.relationships("unit", "widget", sid)
+    assert edges.select(
+        "direction", "relationship_type", "to_source_id", "target_known", "confidence"
+    ).rows() == [("out", "uses", gid, False, 0.75)]
+    workbench.catalog.register("test", "unit", "gadget", gid, attributes={"x": 1}).wait()
+    assert workbench.catalog.relationships("unit", "widget", sid)["target_known"].to_list() == [
+        True
+    ]
+    incoming = workbench.catalog.relationships("unit", "gadget", gid, direction="in")
+    assert incoming.select("direction", "from_source_id").rows() == [("in", sid)]
+    # Listing the edges again in full retires the ones left out.
+    workbench.catalog.register("test", "unit", "widget", sid, relationships=[]).wait()
+    assert workbench.catalog.relationships("unit", "widget", sid).height == 0
+
+
+def test_text_search_and_pagination(workbench: Any, workers: Any) -> None:
+    domain = f"paging-{_unique()}"
+    handles = [
+        workbench.catalog.register(
+            domain,
+            "unit",
+            "page",
+            f"{domain}-{i}",
+            attributes={"note": "quarterly invoice" if i % 2 else "x"},
+        )
+        for i in range(7)
+    ]
+    wait_for_all(handles)
+    first = workbench.catalog.entities(domain=domain, limit=4)
+    rest = workbench.catalog.entities(domain=domain, limit=4, cursor=first["id"][-1])
+    assert first.height == 4
+    assert rest.height == 3
+    assert set(first["id"]).isdisjoint(set(rest["id"]))
+    found = workbench.catalog.entities(domain=domain, text_query="invoices")
+    assert found.height == 3
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (
+            b"not json at all",
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"p1"),
+                ("ce_source", b"/t"),
+                ("ce_type", b"dictamesh.entity.created"),
+                ("content-type", b"application/json"),
+            ],
+            "data-not-json",
+        ),
+        (b'{"domain": "x"}', [], "not-a-cloudevent"),
+        (
+            b"{}",
+            [
+                ("ce_specversion", b"0.3"),
+                ("ce_id", b"p2"),
+                ("ce_source", b"/t"),
+                ("ce_type", b"dictamesh.entity.created"),
+            ],
+            "unsupported-specversion",
+        ),
+        (
+            json.dumps(
+                {
+                    "domain": "d",
+                    "source_system": "s",
+                    "entity_type": "e",
+                    "source_id": "1",
+                    "version": 0,
+                }
+            ).encode(),
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"p3"),
+                ("ce_source", b"/t"),
+                ("ce_type", b"dictamesh.entity.created"),
+                ("content-type", b"application/json"),
+            ],
+            "schema-invalid",
+        ),
+        (
+            b"{" + b" " * 5_000_000 + b"}",
+            [
+                ("ce_specversion", b"1.0"),
+                ("ce_id", b"p4"),
+                ("ce_source", b"/t"),
+                ("ce_type", b"dictamesh.entity.created"),
+            ],
+            "payload-too-large",
+        ),
+    ],
+    ids=["not-json", "no-ce-headers", "wrong-specversion", "schema-invalid", "5MB"],
+)
+def test_poison_records_go_to_the_dead_letter_topic(
+    workbench: Any, workers: Any, value: bytes, headers: list[tuple[str, bytes]], reason: str
+) -> None:
+    marker = _unique().encode()
+    delivered: list[Any] = []
+    producer = raw_producer(workbench.endpoints.kafka_bootstrap)
+    producer.produce(
+        topics.ENTITY_CREATED,
+        value=value,
+        key=marker,
+        headers=headers,
+        on_delivery=lambda err, msg: delivered.append((err, msg)),
+    )
+    producer.flush(30)
+    [(error, message)] = delivered
+    assert error is None, error
+    # The pipeline goes on: a valid event after the poison one is applied.
+    sid = _unique()
+    workbench.catalog.register("test", "unit", "after-poison", sid).wait()
+    wait_for_offset(
+        workbench.endpoints.postgres_url,
+        GROUP,
+        topics.ENTITY_CREATED,
+        message.partition(),
+        message.offset(),
+        30,
+    )
+    [dead] = read_records(
+        workbench.endpoints.kafka_bootstrap,
+        topics.dead_letter_topic(topics.ENTITY_CREATED),
+        lambda m: m.key() == marker,
+    )
+    dlq = {k: v.decode() for k, v in dead.headers() if k.startswith("dlq_")}
+    assert dlq["dlq_reason"] == reason
+    assert dlq["dlq_original_topic"] == topics.ENTITY_CREATED
+    assert dlq["dlq_original_partition"] == str(message.partition())
+    assert dlq["dlq_original_offset"] == str(message.offset())
+    assert dlq["dlq_exception"].startswith("InvalidEventError")
+    assert dead.value() == value, "the original record is kept for replay"
+    assert workbench.catalog.get("unit", "after-poison", sid) is not None
+
+
+def _table(url: str, query: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(query).fetchall()
+
+
+def test_replaying_the_topics_from_the_start_yields_the_same_tables(
+    workbench: Any, workers: Any, tmp_path: Any
+) -> None:
+    # Some traffic of its own, so the test holds even when run alone.
+    handles = [
+        workbench.catalog.register("replay", "unit", "r", str(i), attributes={"i": i})
+        for i in range(20)
+    ]
+    wait_for_all(handles)
+    from confluent_kafka import Consumer, TopicPartition
+
+    probe = Consumer(
+        {
+            "bootstrap.servers": workbench.endpoints.kafka_bootstrap,
+            "group.id": "tests-probe",
+            "log_level": 0,
+        }
+    )
+    ends: dict[tuple[str, int], int] = {}
+    for topic in topics.ENTITY_TOPICS:
+        for partition in probe.list_topics(topic, timeout=10).topics[topic].partitions:
+            ends[(topic, partition)] = probe.get_watermark_offsets(
+                TopicPartition(topic, partition), timeout=10
+            )[1]
+    probe.close()
+
+    replica = f"replica_{_unique()}"
+    admin = workbench.endpoints.postgres_url.rsplit("/", 1)[0]
+    with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{replica}"')
+    replica_url = f"{admin}/{replica}"
+    engine = db.make_engine(replica_url)
+    db.migrate_up(engine)
+    engine.dispose()
+
+    def caught_up(url: str, group: str) -> bool:
+        done = dict(
+            ((t, p), o)
+            for t, p, o in _table(
+                url,
+                (
+                    "SELECT topic, kafka_partition, next_offset FROM dictamesh_consumer_offsets "
+                    f"WHERE group_id = '{group}'"
+                ),
+            )
+        )
+        return all(done.get(key, 0) >= end for key, end in ends.items() if end > 0)
+
+    deadline = time.monotonic() + 120
+    while not caught_up(workbench.endpoints.postgres_url, GROUP):
+        assert time.monotonic() < deadline, "the live projection never caught up"
+        time.sleep(0.1)
+    group = f"replay-{_unique()}"
+    runner = ConsumerRunner(
+        CatalogProjector(group=group),
+        RunnerConfig(bootstrap=workbench.endpoints.kafka_bootstrap, postgres_url=replica_url),
+    )
+    runner.run(until=lambda: caught_up(replica_url, group) or time.monotonic() > deadline)
+    assert caught_up(replica_url, group)
+
+    queries = [
+        "SELECT * FROM dictamesh_entity_catalog ORDER BY id",
+        # updated_at of a retired edge is when the projection learnt it was retired.
+        "SELECT id, from_entity_id, to_entity_id, relationship_type, cardinality, confidence, "
+        "metadata, is_deleted, created_at, to_source_system, to_entity_type, to_source_id, "
+        "version FROM dictamesh_entity_relationships ORDER BY id",
+        # before_state is the state the projection saw at the time, which depends on arrival
+        # order across the created/updated/deleted topics; every other column must agree.
+        "SELECT event_id, event_source, event_type, entity_id, entity_version, after_state, "
+        "trace_id, topic, kafka_partition, kafka_offset, occurred_at FROM dictamesh_event_log "
+        "ORDER BY event_source, event_id",
+        "SELECT cache_key, entity_id, source_version, last_refreshed_at "
+        "FROM dictamesh_cache_status ORDER BY cache_key",
+    ]
+    for query in queries:
+        assert _table(replica_url, query) == _table(workbench.endpoints.postgres_url, query), query
+    with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{replica}" WITH (FORCE)')

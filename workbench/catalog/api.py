@@ -1,0 +1,276 @@
+"""`wb.catalog`: register entities through the pipeline, read them back from the projection."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine, text
+
+from workbench.catalog.model import EntityChange, EntityRef, RelationshipChange, entity_id
+from workbench.errors import TerminalError
+from workbench.events import topics
+from workbench.events.envelope import CloudEvent
+
+if TYPE_CHECKING:
+    from workbench.events.producer import EventProducer, PublishHandle
+
+SOURCE = "dictamesh://workbench/catalog"
+MAX_PAGE = 1000
+
+
+class Entity(BaseModel):
+    """One catalog entity as the projection holds it."""
+
+    id: uuid.UUID
+    domain: str
+    source_system: str
+    entity_type: str
+    source_id: str
+    version: int
+    display_name: str | None
+    attributes: dict[str, Any]
+    owners: list[str]
+    tags: list[str]
+    is_deleted: bool
+    created_at: datetime
+    updated_at: datetime
+
+    def __repr__(self) -> str:
+        return (
+            f"Entity({self.source_system}/{self.entity_type}/{self.source_id} "
+            f"v{self.version}{' deleted' if self.is_deleted else ''})"
+        )
+
+
+class InvalidEntityError(TerminalError):
+    """An entity change that would be refused by the projection; nothing was published."""
+
+
+_ENTITY_COLUMNS = (
+    "id, domain, source_system, entity_type, source_id, version, display_name, attributes, "
+    "owners, tags, is_deleted, created_at, updated_at"
+)
+
+
+class Catalog:
+    """Reads from the catalog projection; writes go through Kafka like every other change."""
+
+    def __init__(self, engine: Engine, producer: EventProducer) -> None:
+        self.engine = engine
+        self.producer = producer
+
+    def __repr__(self) -> str:
+        return "Catalog()"
+
+    # -- writes -------------------------------------------------------------------------------
+    def register(
+        self,
+        domain: str,
+        source_system: str,
+        entity_type: str,
+        source_id: str,
+        *,
+        attributes: dict[str, Any] | None = None,
+        version: int | None = None,
+        relationships: list[RelationshipChange] | list[dict[str, Any]] | None = None,
+        display_name: str | None = None,
+        owners: list[str] | None = None,
+        tags: list[str] | None = None,
+        source: str = SOURCE,
+        correlation_id: str | None = None,
+    ) -> PublishHandle:
+        """Publish a create or update; `version` defaults to one past the catalog's current."""
+        current = self._current_version(source_system, entity_type, source_id)
+        try:
+            change = EntityChange(
+                domain=domain,
+                source_system=source_system,
+                entity_type=entity_type,
+                source_id=source_id,
+                version=version if version is not None else current + 1,
+                attributes=attributes or {},
+                relationships=relationships,
+                display_name=display_name,
+                owners=owners or [],
+                tags=tags or [],
+            )
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            raise InvalidEntityError(
+                f"Field {where!r}: {problem['msg']} (value {problem.get('input')!r}).",
+                remedy="fix the value; nothing was published.",
+            ) from None
+        topic = topics.ENTITY_CREATED if current == 0 else topics.ENTITY_UPDATED
+        return self.publish_change(topic, change, source=source, correlation_id=correlation_id)
+
+    def delete(
+        self, source_system: str, entity_type: str, source_id: str, *, source: str = SOURCE
+    ) -> PublishHandle:
+        entity = self.get(source_system, entity_type, source_id)
+        if entity is None:
+            raise InvalidEntityError(
+                f"No entity {source_system}/{entity_type}/{source_id} in the catalog.",
+                remedy="check the identity with wb.catalog.entities(...).",
+            )
+        # The delete carries the last state, so its projection does not depend on arrival order.
+        change = EntityChange(
+            domain=entity.domain,
+            source_system=source_system,
+            entity_type=entity_type,
+            source_id=source_id,
+            version=entity.version + 1,
+            attributes=entity.attributes,
+            display_name=entity.display_name,
+            owners=entity.owners,
+            tags=entity.tags,
+        )
+        return self.publish_change(topics.ENTITY_DELETED, change, source=source)
+
+    def publish_change(
+        self,
+        topic: str,
+        change: EntityChange,
+        *,
+        source: str = SOURCE,
+        correlation_id: str | None = None,
+    ) -> PublishHandle:
+        event = CloudEvent(
+            source=source,
+            type=topic,
+            subject=change.ref.key,
+            partitionkey=change.ref.key,
+            correlationid=correlation_id,
+            data=change.model_dump(mode="json", exclude_none=True),
+        )
+        return self.producer.publish(topic, event)
+
+    def _current_version(self, source_system: str, entity_type: str, source_id: str) -> int:
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                text("SELECT version FROM dictamesh_entity_catalog WHERE id = :id"),
+                {"id": entity_id(source_system, entity_type, source_id)},
+            ).scalar()
+        return int(found or 0)
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(self, source_system: str, entity_type: str, source_id: str) -> Entity | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    text(f"SELECT {_ENTITY_COLUMNS} FROM dictamesh_entity_catalog WHERE id = :id"),  # noqa: S608 - fixed columns
+                    {"id": entity_id(source_system, entity_type, source_id)},
+                )
+                .mappings()
+                .first()
+            )
+        return Entity.model_validate(dict(row)) if row else None
+
+    def entities(
+        self,
+        *,
+        domain: str | None = None,
+        source_system: str | None = None,
+        entity_type: str | None = None,
+        text_query: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> pl.DataFrame:
+        """A page of entities, newest identity order; pass the last `id` as `cursor` for more."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise InvalidEntityError(
+                f"limit={limit} is out of range.",
+                remedy=f"use 1 to {MAX_PAGE} and page with cursor=.",
+            )
+        clauses = ["true"]
+        params: dict[str, Any] = {"limit": limit}
+        for name, value in (
+            ("domain", domain),
+            ("source_system", source_system),
+            ("entity_type", entity_type),
+        ):
+            if value is not None:
+                clauses.append(f"{name} = :{name}")
+                params[name] = value
+        if not include_deleted:
+            clauses.append("NOT is_deleted")
+        if text_query:
+            clauses.append("search_vector @@ websearch_to_tsquery('english', :q)")
+            params["q"] = text_query
+        if cursor:
+            clauses.append("id > :cursor")
+            params["cursor"] = uuid.UUID(cursor)
+        query = (
+            f"SELECT {_ENTITY_COLUMNS} FROM dictamesh_entity_catalog "  # noqa: S608 - fixed text
+            f"WHERE {' AND '.join(clauses)} ORDER BY id LIMIT :limit"
+        )
+        return _frame(self.engine, query, params)
+
+    def relationships(
+        self,
+        source_system: str,
+        entity_type: str,
+        source_id: str,
+        *,
+        direction: str = "both",
+        include_deleted: bool = False,
+    ) -> pl.DataFrame:
+        """Typed edges of one entity, outgoing, incoming or both."""
+        if direction not in {"out", "in", "both"}:
+            raise InvalidEntityError(f"direction={direction!r} is not one of out, in, both.")
+        node = entity_id(source_system, entity_type, source_id)
+        sides = {
+            "out": "r.from_entity_id = :id",
+            "in": "r.to_entity_id = :id",
+            "both": "(r.from_entity_id = :id OR r.to_entity_id = :id)",
+        }[direction]
+        deleted = "" if include_deleted else "AND NOT r.is_deleted"
+        query = f"""
+            SELECT CASE WHEN r.from_entity_id = :id THEN 'out' ELSE 'in' END AS direction,
+                   r.relationship_type, r.cardinality, r.confidence::float8 AS confidence,
+                   f.source_system AS from_source_system, f.entity_type AS from_entity_type,
+                   f.source_id AS from_source_id,
+                   r.to_source_system, r.to_entity_type, r.to_source_id,
+                   t.id IS NOT NULL AS target_known, r.is_deleted, r.updated_at
+            FROM dictamesh_entity_relationships r
+            JOIN dictamesh_entity_catalog f ON f.id = r.from_entity_id
+            LEFT JOIN dictamesh_entity_catalog t ON t.id = r.to_entity_id
+            WHERE {sides} {deleted}
+            ORDER BY r.relationship_type, r.to_source_id
+        """  # noqa: S608 - fixed fragments only
+        return _frame(self.engine, query, {"id": node})
+
+    def history(self, source_system: str, entity_type: str, source_id: str) -> pl.DataFrame:
+        """Every applied version of one entity, oldest first, from the immutable event log."""
+        query = """
+            SELECT entity_version AS version, event_type, occurred_at, event_id, event_source,
+                   before_state, after_state, change_description, trace_id, correlation_id
+            FROM dictamesh_event_log WHERE entity_id = :id ORDER BY entity_version, id
+        """
+        return _frame(self.engine, query, {"id": entity_id(source_system, entity_type, source_id)})
+
+    def ref(self, source_system: str, entity_type: str, source_id: str) -> EntityRef:
+        return EntityRef(source_system=source_system, entity_type=entity_type, source_id=source_id)
+
+
+def _frame(engine: Engine, query: str, params: dict[str, Any]) -> pl.DataFrame:
+    with engine.connect() as conn:
+        result = conn.execute(text(query), params)
+        columns = list(result.keys())
+        rows = [tuple(_plain(v) for v in row) for row in result]
+    return pl.DataFrame(rows, schema=columns, orient="row", infer_schema_length=None)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dict | list):
+        import json
+
+        return json.dumps(value, default=str, sort_keys=True)
+    return value

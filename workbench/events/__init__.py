@@ -1,0 +1,1 @@
+"""CloudEvents over Kafka: envelope, topics, producer, consumer runner and dead letters."""

@@ -1,0 +1,383 @@
+"""The consumer runner: Kafka batches into a Postgres sink, exactly once.
+
+Each batch is applied in one Postgres transaction that also stores the next offset of every
+partition it covered (``dictamesh_consumer_offsets``). On start and on every rebalance the runner
+seeks to the stored offsets, so a crash anywhere neither loses a record nor applies one twice; the
+Kafka group commit that follows is only for outside tools. Records that are not valid events go to
+the topic's dead-letter topic, with headers naming the reason, the original topic, partition and
+offset and the exception, before the batch that skips them commits. Transient failures (Postgres
+restarting, a lost connection) pause the partitions and retry with backoff.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import psycopg
+from prometheus_client import Counter, Gauge, Histogram
+
+from workbench.events.envelope import CloudEvent, InvalidEventError
+from workbench.events.topics import dead_letter_topic
+from workbench.observability import REGISTRY, get_logger
+
+log = get_logger(__name__)
+P = TypeVar("P")
+
+PROGRESS_CHANNEL = "dictamesh_progress"
+MAX_EVENT_BYTES = 1_048_576
+
+EVENTS_APPLIED = Counter(
+    "dictamesh_events_applied_total",
+    "Records a consumer group applied to its sink.",
+    ["group", "topic"],
+    registry=REGISTRY,
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "dictamesh_events_dead_lettered_total",
+    "Records sent to a dead-letter topic.",
+    ["group", "topic", "reason"],
+    registry=REGISTRY,
+)
+BATCH_SECONDS = Histogram(
+    "dictamesh_consumer_batch_seconds",
+    "Time to apply one batch, commit included.",
+    ["group"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG = Gauge(
+    "dictamesh_consumer_lag_messages",
+    "Records not yet applied, per partition.",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "dictamesh_consumer_lag_seconds",
+    "Age of the newest applied record while behind, per partition.",
+    ["group", "topic", "partition"],
+    registry=REGISTRY,
+)
+
+
+@dataclass(frozen=True)
+class ConsumedEvent:
+    """A CloudEvent with where it was read from."""
+
+    event: CloudEvent
+    topic: str
+    partition: int
+    offset: int
+    timestamp: datetime | None
+
+
+class Sink(Protocol, Generic[P]):
+    """What a consumer group keeps fresh. `prepare` is pure; `apply` runs inside the transaction."""
+
+    group: str
+    topics: Sequence[str]
+
+    def prepare(self, consumed: ConsumedEvent) -> P:
+        """Validate one record; raise `InvalidEventError` to dead-letter it."""
+        ...
+
+    def apply(
+        self, conn: psycopg.Connection[Any], batch: Sequence[tuple[ConsumedEvent, P]]
+    ) -> None:
+        """Apply prepared records in order, inside the caller's transaction."""
+        ...
+
+
+@dataclass
+class _Poison:
+    message: Any
+    reason: str
+    error: Exception
+
+
+@dataclass
+class RunnerConfig:
+    bootstrap: str
+    postgres_url: str
+    batch_size: int = 500
+    poll_timeout: float = 0.2
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 500
+    max_backoff: float = 5.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _transient(exc: BaseException) -> bool:
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg.errors.SerializationFailure
+        | psycopg.errors.DeadlockDetected
+        | psycopg.errors.AdminShutdown,
+    )
+
+
+class ConsumerRunner(Generic[P]):
+    """Runs one sink's consumer group until `stop()` (or SIGTERM when run in the main thread)."""
+
+    def __init__(self, sink: Sink[P], config: RunnerConfig) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        self.sink = sink
+        self.config = config
+        self._stopping = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": config.bootstrap,
+                "group.id": sink.group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": config.session_timeout_ms,
+                "heartbeat.interval.ms": config.heartbeat_interval_ms,
+                "enable.partition.eof": False,
+                "log_level": 3,
+                **config.extra,
+            }
+        )
+        self.dead_letters = Producer(
+            {
+                "bootstrap.servers": config.bootstrap,
+                "enable.idempotence": True,
+                "message.max.bytes": 16 * MAX_EVENT_BYTES,
+                "log_level": 3,
+            }
+        )
+        self.applied = 0
+        self.dead_lettered = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Consume until stopped; `until` is checked after every poll (tests use it)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+        self.consumer.subscribe(list(self.sink.topics), on_assign=self._on_assign)
+        log.info("consumer started", group=self.sink.group, topics=list(self.sink.topics))
+        try:
+            while not self.stopping and not (until and until()):
+                messages = self.consumer.consume(self.config.batch_size, self.config.poll_timeout)
+                if messages:
+                    self._process(messages)
+        finally:
+            self.consumer.close()
+            self.dead_letters.flush(10)
+            self.dead_letters = None  # type: ignore[assignment]  # release the client now
+            if self._conn is not None:
+                self._conn.close()
+            log.info(
+                "consumer stopped",
+                group=self.sink.group,
+                applied=self.applied,
+                dead_lettered=self.dead_lettered,
+            )
+
+    # -- offsets live with the sink ----------------------------------------------------------
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.config.postgres_url, connect_timeout=5)
+        return self._conn
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        stored = self._with_retry(lambda: self._stored_offsets({p.topic for p in partitions}))
+        for partition in partitions:
+            next_offset = stored.get((partition.topic, partition.partition))
+            if next_offset is not None:
+                partition.offset = next_offset
+        consumer.assign(partitions)
+
+    def _stored_offsets(self, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+        conn = self._connection()
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT topic, kafka_partition, next_offset FROM dictamesh_consumer_offsets "
+                "WHERE group_id = %s AND topic = ANY(%s)",
+                (self.sink.group, list(topics)),
+            ).fetchall()
+        return {(topic, partition): offset for topic, partition, offset in rows}
+
+    # -- one batch ----------------------------------------------------------------------------
+    def _process(self, messages: list[Any]) -> None:
+        started = time.perf_counter()
+        good: list[tuple[Any, ConsumedEvent, P]] = []
+        poison: list[_Poison] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise RuntimeError(f"Kafka consumer failed: {error}")
+                log.warning("consumer error", group=self.sink.group, error=str(error))
+                continue
+            try:
+                consumed = self._decode(message)
+                good.append((message, consumed, self.sink.prepare(consumed)))
+            except InvalidEventError as exc:
+                poison.append(_Poison(message, exc.reason, exc))
+        self._dead_letter(poison)
+        applied = self._with_retry(lambda: self._commit(good, messages))
+        self._dead_letter(applied)
+        self._commit_kafka(messages)
+        self.applied += len(good) - len(applied)
+        BATCH_SECONDS.labels(self.sink.group).observe(time.perf_counter() - started)
+
+    def _decode(self, message: Any) -> ConsumedEvent:
+        value = message.value()
+        if value is not None and len(value) > MAX_EVENT_BYTES:
+            raise InvalidEventError(
+                "payload-too-large",
+                f"The record is {len(value):,} bytes; events are limited to {MAX_EVENT_BYTES:,}.",
+            )
+        event = CloudEvent.from_kafka(value, message.headers(), message.key())
+        kind, millis = message.timestamp()
+        stamp = datetime.fromtimestamp(millis / 1000, UTC) if kind and millis > 0 else None
+        return ConsumedEvent(event, message.topic(), message.partition(), message.offset(), stamp)
+
+    def _commit(
+        self, good: list[tuple[Any, ConsumedEvent, P]], messages: list[Any]
+    ) -> list[_Poison]:
+        """Apply the batch and its offsets in one transaction; return records that poisoned it."""
+        conn = self._connection()
+        rejected: list[_Poison] = []
+        with conn.transaction():
+            try:
+                with conn.transaction():  # savepoint: a bad record must not sink its batch
+                    self.sink.apply(conn, [(c, p) for _, c, p in good])
+            except psycopg.Error as exc:
+                if _transient(exc):
+                    raise
+                rejected = self._apply_one_by_one(conn, good)
+            self._store_offsets(conn, messages)
+            conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, self.sink.group))
+        for message, consumed, _ in good:
+            if not any(r.message is message for r in rejected):
+                EVENTS_APPLIED.labels(self.sink.group, consumed.topic).inc()
+        return rejected
+
+    def _apply_one_by_one(
+        self, conn: psycopg.Connection[Any], good: list[tuple[Any, ConsumedEvent, P]]
+    ) -> list[_Poison]:
+        rejected = []
+        for message, consumed, prepared in good:
+            try:
+                with conn.transaction():
+                    self.sink.apply(conn, [(consumed, prepared)])
+            except psycopg.Error as exc:
+                if _transient(exc):
+                    raise
+                rejected.append(_Poison(message, "sink-rejected", exc))
+        return rejected
+
+    def _store_offsets(self, conn: psycopg.Connection[Any], messages: list[Any]) -> None:
+        latest: dict[tuple[str, int], tuple[int, datetime | None]] = {}
+        for message in messages:
+            if message.error() is not None:
+                continue
+            kind, millis = message.timestamp()
+            stamp = datetime.fromtimestamp(millis / 1000, UTC) if kind and millis > 0 else None
+            key = (message.topic(), message.partition())
+            if key not in latest or message.offset() + 1 > latest[key][0]:
+                latest[key] = (message.offset() + 1, stamp)
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO dictamesh_consumer_offsets AS o "
+                "(group_id, topic, kafka_partition, next_offset, last_event_time, updated_at) "
+                "VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (group_id, topic, kafka_partition) "
+                "DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset), "
+                "last_event_time = EXCLUDED.last_event_time, updated_at = now()",
+                [
+                    (self.sink.group, topic, partition, offset, stamp)
+                    for (topic, partition), (offset, stamp) in latest.items()
+                ],
+            )
+
+    def _commit_kafka(self, messages: list[Any]) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            self.consumer.commit(asynchronous=True)
+        except KafkaException as exc:  # the stored offsets are the truth; this is a courtesy
+            log.debug("kafka offset commit skipped", error=str(exc), count=len(messages))
+
+    # -- dead letters -------------------------------------------------------------------------
+    def _dead_letter(self, poison: list[_Poison]) -> None:
+        if not poison:
+            return
+        for item in poison:
+            message = item.message
+            headers = list(message.headers() or [])
+            headers += [
+                ("dlq_reason", item.reason.encode()),
+                ("dlq_original_topic", message.topic().encode()),
+                ("dlq_original_partition", str(message.partition()).encode()),
+                ("dlq_original_offset", str(message.offset()).encode()),
+                ("dlq_exception", f"{type(item.error).__name__}: {item.error}"[:2000].encode()),
+                ("dlq_consumer_group", self.sink.group.encode()),
+            ]
+            self.dead_letters.produce(
+                dead_letter_topic(message.topic()),
+                value=message.value(),
+                key=message.key(),
+                headers=headers,
+            )
+            EVENTS_DEAD_LETTERED.labels(self.sink.group, message.topic(), item.reason).inc()
+            log.warning(
+                "dead-lettered record",
+                group=self.sink.group,
+                topic=message.topic(),
+                partition=message.partition(),
+                offset=message.offset(),
+                reason=item.reason,
+            )
+        remaining = self.dead_letters.flush(30)
+        if remaining:
+            raise RuntimeError(
+                f"{remaining} dead-letter records were not delivered; not committing"
+            )
+        self.dead_lettered += len(poison)
+
+    # -- retries ------------------------------------------------------------------------------
+    def _with_retry(self, action: Callable[[], Any]) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                return action()
+            except psycopg.Error as exc:
+                if not _transient(exc) or self.stopping:
+                    raise
+                log.warning(
+                    "sink unavailable, retrying",
+                    group=self.sink.group,
+                    error=str(exc).strip()[:200],
+                    retry_in=delay,
+                )
+                if self._conn is not None:
+                    self._conn.close()
+                self._pause_while(delay)
+                delay = min(delay * 2, self.config.max_backoff)
+
+    def _pause_while(self, seconds: float) -> None:
+        """Wait without leaving the group: partitions paused, polls keep the session alive."""
+        assignment = self.consumer.assignment()
+        if assignment:
+            self.consumer.pause(assignment)
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self.stopping:
+            self.consumer.poll(min(0.1, max(0.0, deadline - time.monotonic())))
+        if assignment:
+            self.consumer.resume(assignment)

@@ -1,0 +1,270 @@
+"""The CloudEvents 1.0 envelope and its Kafka protocol binding.
+
+Binary content mode (the default) carries the attributes as ``ce_*`` headers and the data as the
+record value; structured mode carries the whole event as ``application/cloudevents+json``. On read
+the mode is detected as the binding specifies: a ``content-type`` starting with
+``application/cloudevents`` means structured, a ``ce_specversion`` header means binary; a record
+with neither whose value is a JSON object with ``specversion`` is read as structured too (some
+writers label it with the data's content type); anything else is not a CloudEvent. The
+``partitionkey`` extension is the Kafka record key.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from workbench.errors import TerminalError
+
+SPEC_VERSION: Literal["1.0"] = "1.0"
+JSON = "application/json"
+STRUCTURED_JSON = "application/cloudevents+json"
+CONTEXT_ATTRIBUTES = (
+    "id",
+    "source",
+    "specversion",
+    "type",
+    "time",
+    "subject",
+    "datacontenttype",
+    "dataschema",
+)
+KNOWN_EXTENSIONS = ("correlationid", "causationid", "traceparent", "partitionkey")
+_EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
+ContentMode = Literal["binary", "structured"]
+
+
+class InvalidEventError(TerminalError):
+    """A record is not a valid CloudEvent; `reason` is the short cause in dead-letter headers."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(
+            message,
+            remedy="fix the producer; the record went to the dead-letter topic with this reason.",
+        )
+        self.reason = reason
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CloudEvent(BaseModel):
+    """One CloudEvent. Extensions beyond the four DictaMesh ones live in `extensions`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str = Field(default_factory=new_event_id, min_length=1)
+    source: str = Field(min_length=1)
+    specversion: Literal["1.0"] = SPEC_VERSION
+    type: str = Field(min_length=1)
+    time: datetime = Field(default_factory=utcnow)
+    subject: str | None = None
+    datacontenttype: str | None = JSON
+    dataschema: str | None = None
+    correlationid: str | None = None
+    causationid: str | None = None
+    traceparent: str | None = None
+    partitionkey: str | None = None
+    extensions: dict[str, str] = Field(default_factory=dict)
+    data: Any = None
+
+    @field_validator("time", mode="after")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("time must carry a timezone (RFC 3339)")
+        return value.astimezone(UTC)
+
+    @field_validator("extensions", mode="after")
+    @classmethod
+    def _extension_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _EXTENSION_NAME.match(name) or name in CONTEXT_ATTRIBUTES + KNOWN_EXTENSIONS:
+                raise ValueError(
+                    f"extension name {name!r} must be 1-20 lowercase letters or digits and not a "
+                    "context attribute"
+                )
+        return value
+
+    # -- attribute views --------------------------------------------------------------------
+    def attributes(self) -> dict[str, str]:
+        """Every attribute except data, as the strings the bindings carry."""
+        values: dict[str, str] = {}
+        for name in (*CONTEXT_ATTRIBUTES, *KNOWN_EXTENSIONS):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            values[name] = _rfc3339(value) if isinstance(value, datetime) else str(value)
+        values.update(self.extensions)
+        return values
+
+    def data_bytes(self) -> bytes:
+        if self.data is None:
+            return b""
+        if isinstance(self.data, bytes):
+            return self.data
+        if isinstance(self.data, str) and not _is_json(self.datacontenttype):
+            return self.data.encode()
+        return json.dumps(self.data, separators=(",", ":"), default=str).encode()
+
+    # -- Kafka binding ----------------------------------------------------------------------
+    def to_kafka(self, mode: ContentMode = "binary") -> KafkaRecord:
+        key = self.partitionkey.encode() if self.partitionkey is not None else None
+        if mode == "structured":
+            envelope: dict[str, Any] = dict(self.attributes())
+            envelope.pop("partitionkey", None)
+            if isinstance(self.data, bytes):
+                envelope["data_base64"] = base64.b64encode(self.data).decode()
+            elif self.data is not None:
+                envelope["data"] = self.data
+            body = json.dumps(envelope, separators=(",", ":"), default=str).encode()
+            return KafkaRecord(key, body, [("content-type", STRUCTURED_JSON.encode())])
+        headers: list[tuple[str, str | bytes | None]] = []
+        for name, text in self.attributes().items():
+            if name == "datacontenttype":
+                headers.append(("content-type", text.encode()))
+            elif name != "partitionkey":
+                headers.append((f"ce_{name}", text.encode()))
+        return KafkaRecord(key, self.data_bytes(), headers)
+
+    @classmethod
+    def from_kafka(
+        cls,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | str | None]] | None,
+        key: bytes | None = None,
+    ) -> CloudEvent:
+        """Read a record in either content mode; raise `InvalidEventError` when it is not one."""
+        header_map = {name.lower(): _text(raw) for name, raw in (headers or [])}
+        content_type = header_map.get("content-type") or ""
+        if content_type.startswith("application/cloudevents"):
+            return cls._from_structured(value, key)
+        if "ce_specversion" in header_map:
+            return cls._from_binary(value, header_map, key)
+        if _looks_structured(value):
+            # Some writers (the Python SDK among them) label structured events with the data's
+            # content type; a JSON object carrying `specversion` is unambiguous enough.
+            return cls._from_structured(value, key)
+        raise InvalidEventError(
+            "not-a-cloudevent",
+            "The record has neither a ce_specversion header (binary mode) nor a content-type of "
+            f"application/cloudevents+json (structured mode); content-type was {content_type!r}.",
+        )
+
+    @classmethod
+    def _from_binary(
+        cls, value: bytes | None, headers: Mapping[str, str], key: bytes | None
+    ) -> CloudEvent:
+        attributes: dict[str, Any] = {
+            name[3:]: text for name, text in headers.items() if name.startswith("ce_")
+        }
+        attributes["datacontenttype"] = headers.get("content-type")
+        if key is not None and "partitionkey" not in attributes:
+            attributes["partitionkey"] = _text(key)
+        data: Any = value
+        if value is not None and _is_json(attributes["datacontenttype"]):
+            try:
+                data = json.loads(value) if value else None
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise InvalidEventError(
+                    "data-not-json",
+                    f"The record says content-type {attributes['datacontenttype']!r} but its value "
+                    f"is not JSON ({exc}).",
+                ) from None
+        return cls._build(attributes, data)
+
+    @classmethod
+    def _from_structured(cls, value: bytes | None, key: bytes | None) -> CloudEvent:
+        try:
+            envelope = json.loads(value or b"")
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidEventError(
+                "envelope-not-json", f"The structured-mode record is not JSON ({exc})."
+            ) from None
+        if not isinstance(envelope, dict):
+            raise InvalidEventError(
+                "envelope-not-object", "The structured-mode record is JSON but not an object."
+            )
+        data = envelope.pop("data", None)
+        if "data_base64" in envelope:
+            data = base64.b64decode(envelope.pop("data_base64"))
+        if key is not None and "partitionkey" not in envelope:
+            envelope["partitionkey"] = _text(key)
+        return cls._build(envelope, data)
+
+    @classmethod
+    def _build(cls, attributes: dict[str, Any], data: Any) -> CloudEvent:
+        specversion = attributes.get("specversion")
+        if specversion != SPEC_VERSION:
+            raise InvalidEventError(
+                "unsupported-specversion",
+                f"specversion {specversion!r} is not supported; only {SPEC_VERSION!r} is.",
+            )
+        known = {
+            name: attributes.pop(name)
+            for name in (*CONTEXT_ATTRIBUTES, *KNOWN_EXTENSIONS)
+            if name in attributes
+        }
+        extensions = {name: str(text) for name, text in attributes.items()}
+        try:
+            return cls(**known, extensions=extensions, data=data)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(str(part) for part in problem["loc"])
+            raise InvalidEventError(
+                "invalid-attribute",
+                f"CloudEvent attribute {where!r} is invalid: {problem['msg']} "
+                f"(value {problem.get('input')!r}).",
+            ) from None
+
+
+@dataclass(frozen=True)
+class KafkaRecord:
+    """What goes on the wire: key, value and headers."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, str | bytes | None]] = field(default_factory=list)
+
+
+def _looks_structured(value: bytes | None) -> bool:
+    if not value or not value.lstrip().startswith(b"{"):
+        return False
+    try:
+        document = json.loads(value)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(document, dict) and "specversion" in document
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _is_json(content_type: str | None) -> bool:
+    if content_type is None:
+        return True  # the binding's default for data without a content type
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == JSON or media.endswith("+json") or media == "text/json"
+
+
+def _text(raw: bytes | str | None) -> str:
+    if raw is None:
+        return ""
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw

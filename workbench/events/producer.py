@@ -1,0 +1,220 @@
+"""The event producer: idempotent, keyed, batched; handles that wait for the projection.
+
+`publish` queues a record and returns a `PublishHandle` at once (librdkafka batches in the
+background). ``handle.delivered()`` waits for the broker's acknowledgement and raises when delivery
+failed; ``handle.wait()`` also waits until a consumer group (by default the catalog projection) has
+applied the record, so a notebook user can read their own write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+
+from workbench.errors import ComponentUnavailableError, TerminalError, TransientError
+from workbench.events.consumer import PROGRESS_CHANNEL
+from workbench.events.envelope import CloudEvent, ContentMode
+
+
+class DeliveryError(TransientError):
+    """The broker did not accept a record."""
+
+
+class ProjectionTimeout(TransientError):
+    """A record was delivered but not applied within the wait."""
+
+
+@dataclass
+class PublishHandle:
+    """Where a published record landed, once the broker has said so."""
+
+    producer: EventProducer
+    topic: str
+    event: CloudEvent
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+    partition: int | None = None
+    offset: int | None = None
+    error: str | None = None
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None:
+            self.error = str(error)
+        else:
+            self.partition, self.offset = message.partition(), message.offset()
+        self._done.set()
+
+    def delivered(self, timeout: float = 30.0) -> PublishHandle:
+        """Block until the broker acknowledged the record; raise `DeliveryError` if it failed."""
+        deadline = time.monotonic() + timeout
+        while not self._done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryError(
+                    f"Event {self.event.id} to {self.topic} not acknowledged in {timeout:.0f} s.",
+                    remedy="check the broker with `dictamesh status`.",
+                )
+            self.producer.poll(min(remaining, 0.1))
+        if self.error is not None:
+            raise DeliveryError(
+                f"Event {self.event.id} to {self.topic} was not delivered: {self.error}.",
+                remedy="check the broker with `dictamesh status`; the event was not published.",
+            )
+        return self
+
+    def position(self) -> tuple[int, int]:
+        """Partition and offset of the delivered record."""
+        if self.partition is None or self.offset is None:
+            raise DeliveryError(
+                f"Event {self.event.id} has not been delivered yet.",
+                remedy="call .delivered() first.",
+            )
+        return self.partition, self.offset
+
+    def wait(self, timeout: float = 30.0, *, group: str | None = None) -> PublishHandle:
+        """Block until `group` (default: the catalog projection) has applied this record."""
+        from workbench.catalog.projector import GROUP
+
+        started = time.monotonic()
+        self.delivered(timeout)
+        if self.producer.postgres_url is None:
+            raise TerminalError(
+                "This producer does not know the catalog database, so it cannot wait for the "
+                "projection.",
+                remedy="create it with postgres_url=..., or use wb.events.",
+            )
+        partition, offset = self.position()
+        wait_for_offset(
+            self.producer.postgres_url,
+            group or GROUP,
+            self.topic,
+            partition,
+            offset,
+            timeout - (time.monotonic() - started),
+        )
+        return self
+
+
+def wait_for_offset(
+    postgres_url: str, group: str, topic: str, partition: int, offset: int, timeout: float
+) -> None:
+    """Return once `group` has applied `offset` of `topic`/`partition` (notified, not polled)."""
+    deadline = time.monotonic() + max(timeout, 0.0)
+    with psycopg.connect(postgres_url, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
+        while True:
+            row = conn.execute(
+                "SELECT next_offset FROM dictamesh_consumer_offsets "
+                "WHERE group_id = %s AND topic = %s AND kafka_partition = %s",
+                (group, topic, partition),
+            ).fetchone()
+            if row is not None and row[0] > offset:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProjectionTimeout(
+                    f"{group} has not applied {topic}[{partition}]@{offset} in {timeout:.1f} s.",
+                    remedy="is a consumer running? `dictamesh consume` (or `dictamesh serve`) runs "
+                    "the projectors; see lag on the Health page.",
+                )
+            for _notice in conn.notifies(timeout=min(remaining, 1.0), stop_after=1):
+                break
+
+
+def wait_for_all(
+    handles: list[PublishHandle], timeout: float = 60.0, group: str | None = None
+) -> None:
+    """Wait until every handle's record is applied: one wait per partition, at its last offset."""
+    from workbench.catalog.projector import GROUP
+
+    if not handles:
+        return
+    started = time.monotonic()
+    newest: dict[tuple[str, int], PublishHandle] = {}
+    for handle in handles:
+        partition, offset = handle.delivered(timeout).position()
+        key = (handle.topic, partition)
+        if key not in newest or newest[key].position()[1] < offset:
+            newest[key] = handle
+    url = handles[0].producer.postgres_url
+    if url is None:
+        raise TerminalError("The producer does not know the catalog database.")
+    for (topic, partition), handle in newest.items():
+        wait_for_offset(
+            url,
+            group or GROUP,
+            topic,
+            partition,
+            handle.position()[1],
+            timeout - (time.monotonic() - started),
+        )
+
+
+class EventProducer:
+    """Publishes CloudEvents to Kafka (binary mode by default), keyed by `partitionkey`."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        postgres_url: str | None = None,
+        mode: ContentMode = "binary",
+        config: dict[str, Any] | None = None,
+    ) -> None:
+        from confluent_kafka import Producer
+
+        self.bootstrap = bootstrap
+        self.postgres_url = postgres_url
+        self.mode = mode
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "enable.idempotence": True,  # acks=all, ordered, no duplicates on retry
+                "linger.ms": 5,
+                "batch.num.messages": 10_000,
+                "queue.buffering.max.messages": 500_000,
+                "log_level": 3,
+                **(config or {}),
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"EventProducer(bootstrap={self.bootstrap!r}, mode={self.mode!r})"
+
+    def publish(self, topic: str, event: CloudEvent) -> PublishHandle:
+        """Queue one event; the handle reports delivery and projection."""
+        from confluent_kafka import KafkaException
+
+        record = event.to_kafka(self.mode)
+        handle = PublishHandle(self, topic, event)
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers,
+                    on_delivery=handle._delivered,
+                )
+                break
+            except BufferError:  # local queue full: let deliveries drain, then retry
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise DeliveryError(f"Event {event.id} to {topic} was refused: {exc}.") from None
+        self._producer.poll(0)
+        return handle
+
+    def poll(self, timeout: float = 0.0) -> None:
+        self._producer.poll(timeout)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every queued event is delivered; raise if some were not."""
+        remaining = self._producer.flush(timeout)
+        if remaining:
+            raise ComponentUnavailableError(
+                f"{remaining} events were not delivered within {timeout:.0f} s.",
+                remedy="check the broker with `dictamesh status`.",
+            )
