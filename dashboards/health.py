@@ -47,10 +47,28 @@ def build(workbench: Workbench) -> list[Any]:
             for report in workbench.health()
         ]
 
-    refresh()
+    lag = pn.pane.DataFrame(sizing_mode="stretch_width", index=False, css_classes=["dm-lag"])
+
+    def refresh_lag() -> None:
+        try:
+            frame = workbench.lag()
+        except Exception as exc:  # keep the page useful while a component is down
+            lag.object = pd.DataFrame({"error": [str(exc)]})
+            return
+        lag.object = (
+            frame.to_pandas()
+            if frame.height
+            else pd.DataFrame({"note": ["no consumer group has applied anything yet"]})
+        )
+
+    def refresh_all() -> None:
+        refresh()
+        refresh_lag()
+
+    refresh_all()
     button = pn.widgets.Button(name="Check again", button_type="primary", width=120)
-    button.on_click(lambda _event: refresh())
-    return [button, sections]
+    button.on_click(lambda _event: refresh_all())
+    return [button, sections, pn.pane.Markdown("### Consumer lag"), lag]
 
 
 PAGE = Page(

@@ -62,6 +62,25 @@ class Workbench:
         record_health(reports)
         return reports
 
+    def lag(self) -> pl.DataFrame:
+        """Per consumer group and partition: records not yet applied, and how stale that is."""
+        from workbench.events.lag import consumer_lag, record_lag
+
+        lags = consumer_lag(self.endpoints.kafka_bootstrap, self.endpoints.postgres_url)
+        record_lag(lags)
+        return pl.DataFrame(
+            [lag.__dict__ for lag in lags],
+            schema={
+                "group": pl.String,
+                "topic": pl.String,
+                "partition": pl.Int64,
+                "applied_offset": pl.Int64,
+                "end_offset": pl.Int64,
+                "lag_messages": pl.Int64,
+                "lag_seconds": pl.Float64,
+            },
+        )
+
     def status(self) -> pl.DataFrame:
         """The health of each component as a table."""
         return pl.DataFrame(

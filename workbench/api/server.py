@@ -38,6 +38,10 @@ class _HealthCache:
     def get(self) -> list[HealthReport]:
         if time.monotonic() - self._at > HEALTH_CACHE_SECONDS:
             self._reports = self.workbench.health()
+            try:
+                self.workbench.lag()  # refreshes the lag gauges
+            except Exception as exc:  # lag needs Postgres and the broker; health says which
+                log.warning("consumer lag unavailable", error=str(exc))
             self._at = time.monotonic()
         return self._reports
 

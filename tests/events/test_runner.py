@@ -1,0 +1,174 @@
+"""The consumer runner's contract: lag, clean shutdown, and surviving a Postgres restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import BIN
+from workbench.catalog.model import EntityChange
+from workbench.catalog.projector import GROUP, CatalogProjector
+from workbench.events import topics
+from workbench.events.consumer import ConsumerRunner, RunnerConfig
+from workbench.events.lag import consumer_lag
+from workbench.events.producer import wait_for_all
+from workbench.observability import render_metrics
+from workbench.settings import load_settings
+from workbench.stack import Stack
+
+pytestmark = pytest.mark.stack
+
+
+def _lag_of(workbench: Any, group: str) -> int:
+    lags = consumer_lag(workbench.endpoints.kafka_bootstrap, workbench.endpoints.postgres_url)
+    return sum(lag.lag_messages for lag in lags if lag.group == group)
+
+
+def test_lag_counts_records_a_group_has_not_applied(workbench: Any, workers: Any) -> None:
+    group = f"lag-test-{uuid.uuid4().hex[:8]}"
+    config = RunnerConfig(
+        bootstrap=workbench.endpoints.kafka_bootstrap, postgres_url=workbench.endpoints.postgres_url
+    )
+
+    def run_until_caught_up() -> None:
+        runner = ConsumerRunner(CatalogProjector(group=group), config)
+        deadline = time.monotonic() + 60
+        runner.run(
+            until=lambda: (
+                (runner.applied > 0 and _lag_of(workbench, group) == 0)
+                or time.monotonic() > deadline
+            )
+        )
+
+    wait_for_all([workbench.catalog.register("lag", "unit", "l", "seed")])
+    run_until_caught_up()
+    assert _lag_of(workbench, group) == 0
+
+    handles = [workbench.catalog.register("lag", "unit", "l", f"n{i}") for i in range(5)]
+    wait_for_all(handles)  # the session's projector applied them; `group` is stopped
+    assert _lag_of(workbench, group) == 5
+    frame = workbench.lag()
+    behind = frame.filter(frame["group"] == group)
+    assert behind["lag_messages"].sum() == 5
+    assert (behind.filter(behind["lag_messages"] > 0)["lag_seconds"] > 0).all()
+    metrics = render_metrics().decode()
+    assert f'dictamesh_consumer_lag_messages{{group="{group}"' in metrics
+    assert _lag_of(workbench, GROUP) == 0
+
+    run_until_caught_up()
+    assert _lag_of(workbench, group) == 0
+
+
+def test_consume_stops_cleanly_on_sigterm(stack: Any, workbench: Any) -> None:
+    process = subprocess.Popen(
+        [str(BIN / "dictamesh"), "consume", "--sink", "catalog"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=os.environ.copy(),
+    )
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "consumer started" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert "consumer stopped" in output
+
+
+@pytest.fixture
+def own_stack(tmp_path: Path) -> Any:
+    """A stack of its own: this test stops its Postgres."""
+    settings = load_settings(home=tmp_path / "home")
+    stack = Stack(settings)
+    endpoints = stack.up()
+    yield stack, endpoints
+    stack.down()
+
+
+def test_postgres_restart_mid_run_loses_nothing(own_stack: Any) -> None:
+    from workbench import db
+    from workbench.events.producer import EventProducer
+    from workbench.events.topics import ensure_topics
+
+    stack, endpoints = own_stack
+    db.migrate_up(db.make_engine(endpoints.postgres_url))
+    ensure_topics(endpoints.kafka_bootstrap)
+    runner = ConsumerRunner(
+        CatalogProjector(),
+        RunnerConfig(
+            bootstrap=endpoints.kafka_bootstrap,
+            postgres_url=endpoints.postgres_url,
+            batch_size=50,
+            max_backoff=0.5,
+        ),
+    )
+    producer = EventProducer(endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url)
+    total = 2_000
+
+    def publish(start: int, stop: int) -> None:
+        from workbench.events.envelope import CloudEvent
+
+        for i in range(start, stop):
+            change = EntityChange(
+                domain="d",
+                source_system="s",
+                entity_type="e",
+                source_id=str(i),
+                version=1,
+                attributes={"i": i},
+            )
+            producer.publish(
+                topics.ENTITY_CREATED,
+                CloudEvent(
+                    source="/restart-test",
+                    type=topics.ENTITY_CREATED,
+                    partitionkey=change.ref.key,
+                    data=change.model_dump(mode="json", exclude_none=True),
+                ),
+            )
+        producer.flush()
+
+    def applied() -> int:
+        try:
+            with psycopg.connect(endpoints.postgres_url, connect_timeout=2) as conn:
+                row = conn.execute("SELECT count(*) FROM dictamesh_event_log").fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.OperationalError:
+            return -1
+
+    import threading
+
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    publish(0, total // 2)
+    deadline = time.monotonic() + 60
+    while applied() < 1:  # the runner is mid-run
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    postgres = stack.component("postgres")
+    postgres.stop()
+    publish(total // 2, total)  # events keep arriving while the database is down
+    postgres.start()
+    postgres.wait_started(time.monotonic() + 60)
+    deadline = time.monotonic() + 120
+    while applied() < total:
+        assert time.monotonic() < deadline, f"only {applied()} of {total} applied"
+        time.sleep(0.1)
+    runner.stop()
+    thread.join(30)
+    with psycopg.connect(endpoints.postgres_url) as conn:
+        entities, events, distinct = conn.execute(
+            "SELECT (SELECT count(*) FROM dictamesh_entity_catalog), count(*), "
+            "count(DISTINCT event_id) FROM dictamesh_event_log"
+        ).fetchone()
+    assert (entities, events, distinct) == (total, total, total)
