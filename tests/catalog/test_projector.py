@@ -362,3 +362,42 @@ def test_replaying_the_topics_from_the_start_yields_the_same_tables(
         assert _table(replica_url, query) == _table(workbench.endpoints.postgres_url, query), query
     with psycopg.connect(admin + "/postgres", autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{replica}" WITH (FORCE)')
+
+
+def test_time_travel_gives_an_entity_and_a_query_as_they_were(workbench: Any, workers: Any) -> None:
+    from datetime import UTC, datetime
+
+    domain = f"travel-{_unique()}"
+    sid = _unique()
+    workbench.catalog.register(domain, "unit", "doc", sid, attributes={"title": "draft"}).wait()
+    after_v1 = datetime.now(UTC)
+    workbench.catalog.register(domain, "unit", "doc", sid, attributes={"title": "final"}).wait()
+    workbench.catalog.register(domain, "unit", "doc", f"{sid}-b", attributes={"title": "b"}).wait()
+    after_v2 = datetime.now(UTC)
+    workbench.catalog.delete("unit", "doc", sid).wait()
+
+    then = workbench.catalog.get("unit", "doc", sid, as_of=after_v1)
+    assert then.version == 1
+    assert then.attributes == {"title": "draft"}
+    assert not then.is_deleted
+    assert workbench.catalog.get("unit", "doc", sid, as_of=after_v2).attributes == {
+        "title": "final"
+    }
+    assert workbench.catalog.get("unit", "doc", sid).is_deleted
+    before_everything = datetime(2000, 1, 1, tzinfo=UTC)
+    assert workbench.catalog.get("unit", "doc", sid, as_of=before_everything) is None
+
+    assert workbench.catalog.entities(domain=domain, as_of=after_v1)["source_id"].to_list() == [sid]
+    assert sorted(workbench.catalog.entities(domain=domain, as_of=after_v2)["source_id"]) == sorted(
+        [sid, f"{sid}-b"]
+    )
+    assert workbench.catalog.entities(domain=domain)["source_id"].to_list() == [f"{sid}-b"]
+    assert workbench.catalog.entities(domain=domain, text_query="draft", as_of=after_v1).height == 1
+    assert workbench.catalog.entities(domain=domain, text_query="draft").height == 0
+
+    from workbench.catalog.api import InvalidEntityError
+
+    with pytest.raises(InvalidEntityError, match="no timezone"):
+        workbench.catalog.get("unit", "doc", sid, as_of=datetime(2026, 1, 1))
+    with pytest.raises(InvalidEntityError, match="not an entity id"):
+        workbench.catalog.entities(cursor="'; DROP TABLE x; --")

@@ -158,12 +158,22 @@ class Catalog:
         return int(found or 0)
 
     # -- reads --------------------------------------------------------------------------------
-    def get(self, source_system: str, entity_type: str, source_id: str) -> Entity | None:
+    def get(
+        self,
+        source_system: str,
+        entity_type: str,
+        source_id: str,
+        *,
+        as_of: datetime | None = None,
+    ) -> Entity | None:
+        """One entity as the catalog holds it now, or as it was at `as_of`."""
+        source, params = _source(as_of)
+        params["id"] = entity_id(source_system, entity_type, source_id)
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
-                    text(f"SELECT {_ENTITY_COLUMNS} FROM dictamesh_entity_catalog WHERE id = :id"),  # noqa: S608 - fixed columns
-                    {"id": entity_id(source_system, entity_type, source_id)},
+                    text(f"SELECT {_ENTITY_COLUMNS} FROM {source} WHERE id = :id"),  # noqa: S608 - fixed fragments
+                    params,
                 )
                 .mappings()
                 .first()
@@ -180,15 +190,21 @@ class Catalog:
         include_deleted: bool = False,
         limit: int = 100,
         cursor: str | None = None,
+        as_of: datetime | None = None,
     ) -> pl.DataFrame:
-        """A page of entities, newest identity order; pass the last `id` as `cursor` for more."""
+        """A page of entities in id order; pass the last `id` as `cursor` for the next page.
+
+        With `as_of`, the same query runs against the catalog as it was at that moment,
+        rebuilt from the immutable event log.
+        """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidEntityError(
                 f"limit={limit} is out of range.",
                 remedy=f"use 1 to {MAX_PAGE} and page with cursor=.",
             )
+        source, params = _source(as_of)
+        params["limit"] = limit
         clauses = ["true"]
-        params: dict[str, Any] = {"limit": limit}
         for name, value in (
             ("domain", domain),
             ("source_system", source_system),
@@ -203,10 +219,16 @@ class Catalog:
             clauses.append("search_vector @@ websearch_to_tsquery('english', :q)")
             params["q"] = text_query
         if cursor:
+            try:
+                params["cursor"] = uuid.UUID(cursor)
+            except ValueError:
+                raise InvalidEntityError(
+                    f"cursor={cursor!r} is not an entity id.",
+                    remedy="pass the `id` of the last row of the previous page.",
+                ) from None
             clauses.append("id > :cursor")
-            params["cursor"] = uuid.UUID(cursor)
         query = (
-            f"SELECT {_ENTITY_COLUMNS} FROM dictamesh_entity_catalog "  # noqa: S608 - fixed text
+            f"SELECT {_ENTITY_COLUMNS} FROM {source} "  # noqa: S608 - fixed fragments only
             f"WHERE {' AND '.join(clauses)} ORDER BY id LIMIT :limit"
         )
         return _frame(self.engine, query, params)
@@ -256,6 +278,43 @@ class Catalog:
 
     def ref(self, source_system: str, entity_type: str, source_id: str) -> EntityRef:
         return EntityRef(source_system=source_system, entity_type=entity_type, source_id=source_id)
+
+
+# The catalog at a past moment: each entity's newest version logged by then.
+_AS_OF = """(
+    SELECT e.id, s.after_state->>'domain' AS domain, e.source_system, e.entity_type,
+           e.source_id, s.entity_version AS version, s.after_state->>'display_name' AS display_name,
+           coalesce(s.after_state->'attributes', '{}'::jsonb) AS attributes,
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s.after_state->'owners', '[]')))
+               AS owners,
+           ARRAY(SELECT jsonb_array_elements_text(coalesce(s.after_state->'tags', '[]')))
+               AS tags,
+           coalesce((s.after_state->>'is_deleted')::boolean, false) AS is_deleted,
+           e.created_at, s.occurred_at AS updated_at,
+           setweight(to_tsvector('english'::regconfig, coalesce(s.after_state->>'display_name', '')
+                     || ' ' || e.source_id || ' ' || e.entity_type || ' '
+                     || coalesce(s.after_state->>'domain', '')), 'A')
+           || setweight(jsonb_to_tsvector('english'::regconfig,
+                        coalesce(s.after_state->'attributes', '{}'::jsonb), '["string"]'), 'B')
+               AS search_vector
+    FROM (SELECT DISTINCT ON (entity_id) entity_id, entity_version, after_state, occurred_at
+          FROM dictamesh_event_log
+          WHERE entity_id IS NOT NULL AND occurred_at <= :as_of
+          ORDER BY entity_id, entity_version DESC) s
+    JOIN dictamesh_entity_catalog e ON e.id = s.entity_id
+) AS catalog_as_of"""
+
+
+def _source(as_of: datetime | None) -> tuple[str, dict[str, Any]]:
+    """The relation a catalog read selects from, and the parameters it needs."""
+    if as_of is None:
+        return "dictamesh_entity_catalog", {}
+    if as_of.tzinfo is None:
+        raise InvalidEntityError(
+            f"as_of={as_of.isoformat()} has no timezone.",
+            remedy="pass an aware datetime, e.g. datetime(2026, 11, 1, tzinfo=UTC).",
+        )
+    return _AS_OF, {"as_of": as_of}
 
 
 def _frame(engine: Engine, query: str, params: dict[str, Any]) -> pl.DataFrame:
