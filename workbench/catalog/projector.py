@@ -8,13 +8,13 @@ event log with before and after state and trace ids.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
@@ -32,6 +32,7 @@ _STATE_FIELDS = ("domain", "display_name", "attributes", "owners", "tags", "vers
 class PreparedChange:
     change: EntityChange
     deleted: bool
+    entity: uuid.UUID
 
 
 def parse_change(consumed: ConsumedEvent) -> PreparedChange:
@@ -53,7 +54,9 @@ def parse_change(consumed: ConsumedEvent) -> PreparedChange:
             f"Entity event {event.id!r}: field {where!r} {problem['msg'].lower()} "
             f"(value {problem.get('input')!r}).",
         ) from None
-    return PreparedChange(change, deleted=event.type == topics.ENTITY_DELETED)
+    return PreparedChange(
+        change, deleted=event.type == topics.ENTITY_DELETED, entity=change.ref.entity_id
+    )
 
 
 def _state(row: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -87,6 +90,188 @@ def _trace_ids(traceparent: str | None) -> tuple[str | None, str | None]:
     return None, None
 
 
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_entities (
+    id uuid, domain text, source_system text, entity_type text, source_id text, version bigint,
+    display_name text, attributes jsonb, owners text[], tags text[], is_deleted boolean,
+    deleted_at timestamptz, created_at timestamptz, updated_at timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_log (
+    event_id text, event_source text, event_type text, subject text, entity_id uuid,
+    entity_version bigint, before_state jsonb, after_state jsonb, change_description jsonb,
+    trace_id text, span_id text, correlation_id text, causation_id text, topic text,
+    kafka_partition int, kafka_offset bigint, occurred_at timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_cache (
+    cache_key text, entity_id uuid, version bigint, at timestamptz, changes int
+) ON COMMIT DELETE ROWS;
+"""
+
+
+class _BatchPlan:
+    """What one batch does to the catalog, worked out in memory before anything is written."""
+
+    def __init__(self) -> None:
+        self.entities: dict[uuid.UUID, list[Any]] = {}
+        self.log: list[tuple[Any, ...]] = []
+        self.cache: dict[uuid.UUID, list[Any]] = {}
+        self.late: list[tuple[ConsumedEvent, uuid.UUID, dict[str, Any]]] = []
+        self.late_edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
+        self.edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
+        self.retired: list[tuple[uuid.UUID, datetime]] = []
+
+    def add(
+        self,
+        consumed: ConsumedEvent,
+        prepared: PreparedChange,
+        current: dict[uuid.UUID, dict[str, Any]],
+    ) -> None:
+        change, event = prepared.change, consumed.event
+        entity, at = prepared.entity, event.time
+        before = current.get(entity)
+        after = {
+            "domain": change.domain,
+            "display_name": change.display_name,
+            "attributes": change.attributes,
+            "owners": change.owners,
+            "tags": change.tags,
+            "version": change.version,
+            "is_deleted": prepared.deleted,
+        }
+        if prepared.deleted and before is not None and not change.attributes:
+            # A delete without content keeps what the entity was; it only marks it gone.
+            after.update(
+                {k: before[k] for k in ("domain", "display_name", "attributes", "owners", "tags")}
+            )
+        if before is not None and before["version"] >= change.version:
+            self.late.append((consumed, entity, after))
+            if change.relationships and not prepared.deleted:
+                self.late_edges.append((entity, change, at))
+            return
+        current[entity] = after
+        staged = self.entities.get(entity)
+        self.entities[entity] = [
+            entity,
+            after["domain"],
+            change.source_system,
+            change.entity_type,
+            change.source_id,
+            change.version,
+            after["display_name"],
+            _json(after["attributes"]),
+            after["owners"],
+            after["tags"],
+            prepared.deleted,
+            at if prepared.deleted else None,
+            staged[12] if staged else at,
+            at,
+        ]
+        trace_id, span_id = _trace_ids(event.traceparent)
+        self.log.append(
+            (
+                event.id,
+                event.source,
+                event.type,
+                event.subject,
+                entity,
+                change.version,
+                _json(_state(before)),
+                _json(after),
+                _json(_describe_change(before, after)),
+                trace_id,
+                span_id,
+                event.correlationid,
+                event.causationid,
+                consumed.topic,
+                consumed.partition,
+                consumed.offset,
+                at,
+            )
+        )
+        cached = self.cache.get(entity)
+        self.cache[entity] = [
+            f"entity:{entity}",
+            entity,
+            change.version,
+            at,
+            (cached[4] + 1) if cached else 1,
+        ]
+        if prepared.deleted:
+            self.retired.append((entity, at))
+        elif change.relationships is not None:
+            self.edges.append((entity, change, at))
+
+    def write(self, conn: psycopg.Connection[Any]) -> None:
+        if not self.entities:
+            return
+        conn.execute(_STAGING)
+        with conn.cursor() as cursor:
+            for table, rows in (
+                ("dictamesh_stage_entities", self.entities.values()),
+                ("dictamesh_stage_log", self.log),
+                ("dictamesh_stage_cache", self.cache.values()),
+            ):
+                with cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            cursor.execute(
+                """
+                INSERT INTO dictamesh_entity_catalog AS e
+                    (id, domain, source_system, entity_type, source_id, version, display_name,
+                     attributes, owners, tags, is_deleted, deleted_at, created_at, updated_at,
+                     source_updated_at)
+                SELECT id, domain, source_system, entity_type, source_id, version, display_name,
+                       attributes, owners, tags, is_deleted, deleted_at, created_at, updated_at,
+                       updated_at
+                FROM dictamesh_stage_entities
+                ON CONFLICT (id) DO UPDATE SET
+                    domain = EXCLUDED.domain, version = EXCLUDED.version,
+                    display_name = EXCLUDED.display_name, attributes = EXCLUDED.attributes,
+                    owners = EXCLUDED.owners, tags = EXCLUDED.tags,
+                    is_deleted = EXCLUDED.is_deleted, deleted_at = EXCLUDED.deleted_at,
+                    updated_at = EXCLUDED.updated_at,
+                    source_updated_at = EXCLUDED.source_updated_at
+                WHERE e.version < EXCLUDED.version
+                """
+            )
+            cursor.execute(
+                """
+                INSERT INTO dictamesh_event_log
+                    (event_id, event_source, event_type, subject, entity_id, entity_version,
+                     before_state, after_state, change_description, trace_id, span_id,
+                     correlation_id, causation_id, topic, kafka_partition, kafka_offset,
+                     occurred_at)
+                SELECT s.* FROM dictamesh_stage_log s
+                WHERE NOT EXISTS (SELECT 1 FROM dictamesh_event_log l
+                                  WHERE l.entity_id = s.entity_id
+                                    AND l.entity_version = s.entity_version)
+                ON CONFLICT (event_source, event_id) DO NOTHING
+                """
+            )
+            cursor.execute(
+                """
+                INSERT INTO dictamesh_cache_status AS c
+                    (cache_key, entity_id, cache_layer, last_refreshed_at, source_version,
+                     is_stale, invalidation_count, last_invalidated_at,
+                     last_invalidation_reason, updated_at)
+                SELECT cache_key, entity_id, 'L2', at, version, changes > 1, changes - 1,
+                       CASE WHEN changes > 1 THEN at END,
+                       CASE WHEN changes > 1 THEN 'entity changed' END, at
+                FROM dictamesh_stage_cache
+                ON CONFLICT (cache_key) DO UPDATE SET
+                    last_refreshed_at = EXCLUDED.last_refreshed_at,
+                    source_version = EXCLUDED.source_version, is_stale = true,
+                    invalidation_count = c.invalidation_count + EXCLUDED.invalidation_count + 1,
+                    last_invalidated_at = EXCLUDED.updated_at,
+                    last_invalidation_reason = 'entity changed', updated_at = EXCLUDED.updated_at
+                """
+            )
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value, default=str).decode()
+
+
 class CatalogProjector:
     """Sink of the catalog projection consumer group."""
 
@@ -101,97 +286,40 @@ class CatalogProjector:
     def apply(
         self, conn: psycopg.Connection[Any], batch: Sequence[tuple[ConsumedEvent, PreparedChange]]
     ) -> None:
-        for consumed, prepared in batch:
-            self._apply_one(conn, consumed, prepared)
+        """Apply a batch set-wise: one read of the current rows, then COPY-fed upserts.
 
-    def _apply_one(
-        self, conn: psycopg.Connection[Any], consumed: ConsumedEvent, prepared: PreparedChange
-    ) -> None:
-        change, event = prepared.change, consumed.event
-        entity = change.ref.entity_id
-        with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-            current = cursor.execute(
-                "SELECT domain, display_name, attributes, owners, tags, version, is_deleted "
-                "FROM dictamesh_entity_catalog WHERE id = %s FOR UPDATE",
-                (entity,),
-            ).fetchone()
-        at = event.time
-        after = {
-            "domain": change.domain,
-            "display_name": change.display_name,
-            "attributes": change.attributes,
-            "owners": change.owners,
-            "tags": change.tags,
-            "version": change.version,
-            "is_deleted": prepared.deleted,
-        }
-        if prepared.deleted and current is not None and not change.attributes:
-            # A delete without content keeps what the entity was; it only marks it gone.
-            after.update(
-                {k: current[k] for k in ("domain", "display_name", "attributes", "owners", "tags")}
-            )
-        if current is not None and current["version"] >= change.version:
-            self._record_late(conn, consumed, entity, after)
-            if change.relationships and not prepared.deleted:
-                self._record_late_relationships(conn, entity, change, at)
+        The version guard runs in memory over the batch in arrival order, exactly as applying
+        the events one by one would, so the tables do not depend on how records were batched.
+        """
+        if not batch:
             return
-        conn.execute(
-            """
-            INSERT INTO dictamesh_entity_catalog AS e
-                (id, domain, source_system, entity_type, source_id, version, display_name,
-                 attributes, owners, tags, is_deleted, deleted_at, created_at, updated_at,
-                 source_updated_at)
-            VALUES (%(id)s, %(domain)s, %(source_system)s, %(entity_type)s, %(source_id)s,
-                    %(version)s, %(display_name)s, %(attributes)s, %(owners)s, %(tags)s,
-                    %(is_deleted)s, %(deleted_at)s, %(at)s, %(at)s, %(at)s)
-            ON CONFLICT (id) DO UPDATE SET
-                domain = EXCLUDED.domain, version = EXCLUDED.version,
-                display_name = EXCLUDED.display_name, attributes = EXCLUDED.attributes,
-                owners = EXCLUDED.owners, tags = EXCLUDED.tags, is_deleted = EXCLUDED.is_deleted,
-                deleted_at = EXCLUDED.deleted_at, updated_at = EXCLUDED.updated_at,
-                source_updated_at = EXCLUDED.source_updated_at
-            WHERE e.version < EXCLUDED.version
-            """,
-            {
-                "id": entity,
-                "source_system": change.source_system,
-                "entity_type": change.entity_type,
-                "source_id": change.source_id,
-                "domain": after["domain"],
-                "version": change.version,
-                "display_name": after["display_name"],
-                "attributes": Jsonb(after["attributes"]),
-                "owners": after["owners"],
-                "tags": after["tags"],
-                "is_deleted": prepared.deleted,
-                "deleted_at": at if prepared.deleted else None,
-                "at": at,
-            },
-        )
-        if prepared.deleted:
-            conn.execute(
+        ids = list({prepared.entity for _, prepared in batch})
+        with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+            current: dict[uuid.UUID, dict[str, Any]] = {
+                row["id"]: row
+                for row in cursor.execute(
+                    "SELECT id, domain, display_name, attributes, owners, tags, version, "
+                    "is_deleted FROM dictamesh_entity_catalog WHERE id = ANY(%s) "
+                    "ORDER BY id FOR UPDATE",
+                    (ids,),
+                )
+            }
+        plan = _BatchPlan()
+        for consumed, prepared in batch:
+            plan.add(consumed, prepared, current)
+        plan.write(conn)
+        for consumed, entity, state in plan.late:
+            self._record_late(conn, consumed, entity, state)
+        for entity, change, at in plan.late_edges:
+            self._record_late_relationships(conn, entity, change, at)
+        for entity, change, at in plan.edges:
+            self._apply_relationships(conn, entity, change, at)
+        if plan.retired:
+            conn.cursor().executemany(
                 "UPDATE dictamesh_entity_relationships SET is_deleted = true, updated_at = %s "
                 "WHERE from_entity_id = %s AND NOT is_deleted",
-                (at, entity),
+                [(at, entity) for entity, at in plan.retired],
             )
-        elif change.relationships is not None:
-            self._apply_relationships(conn, entity, change, at)
-        _log_event(conn, consumed, entity, _state(current), after, _describe_change(current, after))
-        conn.execute(
-            """
-            INSERT INTO dictamesh_cache_status AS c
-                (cache_key, entity_id, cache_layer, last_refreshed_at, source_version,
-                 is_stale, invalidation_count, updated_at)
-            VALUES (%s, %s, 'L2', %s, %s, false, 0, %s)
-            ON CONFLICT (cache_key) DO UPDATE SET
-                last_refreshed_at = EXCLUDED.last_refreshed_at,
-                source_version = EXCLUDED.source_version, is_stale = true,
-                invalidation_count = c.invalidation_count + 1,
-                last_invalidated_at = EXCLUDED.updated_at,
-                last_invalidation_reason = 'entity changed', updated_at = EXCLUDED.updated_at
-            """,
-            (f"entity:{entity}", entity, at, change.version, at),
-        )
 
     def _record_late(
         self,
@@ -337,4 +465,4 @@ def _upsert_edge(
 
 
 def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str)) if value is not None else None
+    return orjson.loads(orjson.dumps(value, default=str)) if value is not None else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from workbench.errors import TerminalError
@@ -119,7 +120,7 @@ class CloudEvent(BaseModel):
             return self.data
         if isinstance(self.data, str) and not _is_json(self.datacontenttype):
             return self.data.encode()
-        return json.dumps(self.data, separators=(",", ":"), default=str).encode()
+        return orjson.dumps(self.data, default=str)
 
     # -- Kafka binding ----------------------------------------------------------------------
     def to_kafka(self, mode: ContentMode = "binary") -> KafkaRecord:
@@ -178,8 +179,8 @@ class CloudEvent(BaseModel):
         data: Any = value
         if value is not None and _is_json(attributes["datacontenttype"]):
             try:
-                data = json.loads(value) if value else None
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                data = orjson.loads(value) if value else None
+            except orjson.JSONDecodeError as exc:
                 raise InvalidEventError(
                     "data-not-json",
                     f"The record says content-type {attributes['datacontenttype']!r} but its value "

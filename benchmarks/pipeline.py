@@ -1,0 +1,237 @@
+"""Events through Kafka into the Postgres catalog, side by side with a quixstreams application.
+
+    python -m benchmarks.pipeline --events 50000
+
+One isolated embedded stack (tansu + PostgreSQL 16) serves both. The same binary-mode
+CloudEvents are produced once to the entity topics (for the DictaMesh catalog projector) and once
+to a topic of their own (for quixstreams' PostgreSQLSink). Each consumer starts after its topic
+is full; the clock runs from its start (group join included) until every event is queryable in
+Postgres. Then the projector's event-to-queryable latency is measured at a steady rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+
+from benchmarks.common import Machine, entity_events, isolated_stack, wait_until
+from workbench.catalog.projector import CatalogProjector
+from workbench.events.consumer import PROGRESS_CHANNEL, ConsumerRunner, RunnerConfig
+from workbench.events.producer import EventProducer
+from workbench.events.topics import TopicSpec, ensure_topics
+from workbench.stack import Endpoints
+
+QUIX_TOPIC = "bench.quix"
+CONSUMER_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+
+QUIX_APP = """
+import sys
+from quixstreams import Application
+from quixstreams.sinks.community.postgresql import PostgreSQLSink
+
+bootstrap, host, port, dbname, user, password, topic_name = sys.argv[1:8]
+app = Application(broker_address=bootstrap, consumer_group="quix-bench",
+                  auto_offset_reset="earliest", loglevel="WARNING",
+                  consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+topic = app.topic(topic_name, value_deserializer="json")
+sink = PostgreSQLSink(host=host, port=int(port), dbname=dbname, user=user, password=password,
+                      table_name="quix_events", schema_auto_update=True)
+app.dataframe(topic).sink(sink)
+app.run()
+"""
+
+
+def _count(url: str, query: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            row = conn.execute(query).fetchone()
+        except psycopg.errors.UndefinedTable:
+            return 0
+        return int(row[0]) if row else 0
+
+
+def produce(endpoints: Endpoints, count: int) -> float:
+    """Produce the events to both destinations; return the producer's events per second."""
+    ensure_topics(endpoints.kafka_bootstrap, [TopicSpec(QUIX_TOPIC, 6)])
+    producer = EventProducer(endpoints.kafka_bootstrap)
+    started = time.perf_counter()
+    for topic, event in entity_events(count):
+        producer.publish(topic, event)
+        producer.publish(QUIX_TOPIC, event)
+    producer.flush(120)
+    return 2 * count / (time.perf_counter() - started)
+
+
+def run_dictamesh(endpoints: Endpoints, count: int) -> dict[str, float]:
+    runner = ConsumerRunner(
+        CatalogProjector(),
+        RunnerConfig(
+            bootstrap=endpoints.kafka_bootstrap,
+            postgres_url=endpoints.postgres_url,
+            batch_size=5000,
+        ),
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    started = time.perf_counter()
+    thread.start()
+    applied = "SELECT count(*) FROM dictamesh_event_log"
+    first = wait_until(lambda: _count(endpoints.postgres_url, applied) > 0, 120)
+    wait_until(lambda: _count(endpoints.postgres_url, applied) >= count, 1800)
+    total = time.perf_counter() - started
+    runner.stop()
+    thread.join(60)
+    return {
+        "total_s": total,
+        "first_s": first,
+        "events_per_s": count / total,
+        "steady_events_per_s": count / (total - first),
+    }
+
+
+def run_quixstreams(endpoints: Endpoints, count: int) -> dict[str, float]:
+    url = urlsplit(endpoints.postgres_url)
+    args = [
+        endpoints.kafka_bootstrap,
+        url.hostname or "127.0.0.1",
+        str(url.port),
+        url.path.lstrip("/"),
+        url.username or "postgres",
+        url.password or "",
+        QUIX_TOPIC,
+    ]
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-c", QUIX_APP, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        landed = "SELECT count(*) FROM quix_events"
+        first = wait_until(lambda: _count(endpoints.postgres_url, landed) > 0, 180)
+        wait_until(lambda: _count(endpoints.postgres_url, landed) >= count, 1800)
+        total = time.perf_counter() - started
+    finally:
+        process.terminate()
+        process.wait(60)
+    return {
+        "total_s": total,
+        "first_s": first,
+        "events_per_s": count / total,
+        "steady_events_per_s": count / (total - first),
+    }
+
+
+def latency_at_rate(endpoints: Endpoints, rate: int, seconds: float) -> dict[str, float]:
+    """p50/p95/p99 from an event's creation to the moment a reader is told it is queryable."""
+    # The projector resumes where the throughput run left it, so only new events flow.
+    runner = ConsumerRunner(
+        CatalogProjector(),
+        RunnerConfig(bootstrap=endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url),
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    latencies: list[float] = []
+    stop = threading.Event()
+
+    def reader() -> None:
+        last_id = 0
+        with psycopg.connect(endpoints.postgres_url, autocommit=True) as conn:
+            conn.execute(f"LISTEN {PROGRESS_CHANNEL}")
+            while not stop.is_set():
+                for _ in conn.notifies(timeout=0.5, stop_after=1):
+                    break
+                seen = time.time()
+                rows = conn.execute(
+                    "SELECT id, extract(epoch FROM occurred_at) FROM dictamesh_event_log "
+                    "WHERE id > %s AND event_source = '/latency' ORDER BY id",
+                    (last_id,),
+                ).fetchall()
+                for row_id, occurred in rows:
+                    latencies.append(seen - float(occurred))
+                    last_id = max(last_id, row_id)
+
+    watcher = threading.Thread(target=reader, daemon=True)
+    watcher.start()
+    producer = EventProducer(endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url)
+    # Warm up until the group has joined, so the join is not counted as latency.
+    for topic, event in entity_events(1, source="/warmup", system="warmup"):
+        producer.publish(topic, event).wait(120)
+    total = int(rate * seconds)
+    started = time.perf_counter()
+    events = entity_events(total, source="/latency", system="latency")
+    for index, (topic, event) in enumerate(events):
+        target = started + index / rate
+        delay = target - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        producer.publish(topic, event.model_copy(update={"time": _now()}))
+    producer.flush(60)
+    wait_until(lambda: len(latencies) >= total, 300)
+    stop.set()
+    runner.stop()
+    thread.join(60)
+    watcher.join(10)
+    ordered = sorted(latencies)
+    return {
+        "events": total,
+        "rate": rate,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": 1000 * ordered[int(0.95 * (len(ordered) - 1))],
+        "p99_ms": 1000 * ordered[int(0.99 * (len(ordered) - 1))],
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=50_000)
+    parser.add_argument("--rate", type=int, default=2_000)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    options = parser.parse_args()
+    os.environ.setdefault("DICTAMESH_LOG_LEVEL", "WARNING")
+    with isolated_stack() as endpoints:
+        produced = produce(endpoints, options.events)
+        ours = run_dictamesh(endpoints, options.events)
+        theirs = run_quixstreams(endpoints, options.events)
+        latency = latency_at_rate(endpoints, options.rate, options.seconds)
+    print(f"machine: {Machine.current().description}")
+    print(f"producer: {produced:,.0f} events/s ({options.events:,} events to each destination)")
+    print("| consumer | total s (join included) | events/s | events/s after first apply |")
+    print("|---|---|---|---|")
+    for name, result in (
+        ("DictaMesh catalog projector", ours),
+        ("quixstreams PostgreSQLSink", theirs),
+    ):
+        print(
+            f"| {name} | {result['total_s']:.2f} | {result['events_per_s']:,.0f} | "
+            f"{result['steady_events_per_s']:,.0f} |"
+        )
+    print(
+        f"ratio (DictaMesh / quixstreams, events/s): "
+        f"{ours['events_per_s'] / theirs['events_per_s']:.2f}x"
+    )
+    print(
+        f"event-to-queryable at {latency['rate']:,} events/s over {latency['events']:,} events: "
+        f"p50 {latency['p50_ms']:.0f} ms, p95 {latency['p95_ms']:.0f} ms, "
+        f"p99 {latency['p99_ms']:.0f} ms, max {latency['max_ms']:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
