@@ -86,3 +86,44 @@ def test_reprs_never_raise_even_when_everything_is_down(tmp_path: Any) -> None:
     assert "topsecret" not in text_repr + page
     assert page.count("unhealthy") == 3
     assert not any(r.healthy for r in wb.health())
+
+
+def test_schema_change_impact_through_lineage(workbench: Any) -> None:
+    import uuid
+
+    ns = f"impact-{uuid.uuid4().hex[:8]}"
+    orders, daily, board = f"{ns}/orders", f"{ns}/daily_revenue", f"{ns}/board"
+    for source, target in ((orders, daily), (daily, board)):
+        written = workbench.catalog.record_lineage(
+            {
+                "eventType": "COMPLETE",
+                "eventTime": "2026-11-26T10:00:00Z",
+                "run": {"runId": str(uuid.uuid4())},
+                "job": {"namespace": ns, "name": f"build-{target.split('/')[-1]}"},
+                "inputs": [{"namespace": ns, "name": source.split("/", 1)[1]}],
+                "outputs": [{"namespace": ns, "name": target.split("/", 1)[1]}],
+            }
+        )
+        assert written >= 1
+    lineage = workbench.catalog.lineage(orders, depth=None)
+    assert lineage.select("dataset", "depth").rows() == [(daily, 1), (board, 2)]
+    assert workbench.catalog.lineage(board, direction="upstream", depth=1)["dataset"].to_list() == [
+        daily
+    ]
+
+    v1 = {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}, "amount": {"type": "number"}},
+        "required": ["id", "amount"],
+    }
+    workbench.schemas.register(orders, v1, schema_format="JSON")
+    breaking = {
+        "type": "object",
+        "properties": {"id": {"type": "integer"}},
+        "required": ["id"],
+        "additionalProperties": False,
+    }
+    report = workbench.schemas.check(orders, breaking, downstream=workbench.catalog.impacted_by)
+    assert not report.compatible
+    assert report.incompatibilities
+    assert report.impacted == [daily, board]

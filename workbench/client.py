@@ -11,6 +11,7 @@ from sqlalchemy import Engine, text
 
 from workbench import db
 from workbench.catalog.api import Catalog
+from workbench.catalog.schemas import SchemaRegistry
 from workbench.events.producer import EventProducer
 from workbench.events.topics import ensure_topics
 from workbench.observability import HealthReport, record_health
@@ -51,6 +52,15 @@ class Workbench:
     def catalog(self) -> Catalog:
         """Entities, relationships and history; writes go through the pipeline."""
         return Catalog(self.engine, self.producer)
+
+    @cached_property
+    def schemas(self) -> SchemaRegistry:
+        """Versioned JSON Schema and Avro subjects with compatibility checks.
+
+        For impact analysis pass ``downstream=wb.catalog.impacted_by`` to ``check``: a subject
+        named like a dataset (``namespace/name``) lists what the change would break.
+        """
+        return SchemaRegistry(self.engine)
 
     def ensure_topics(self) -> list[str]:
         """Create the backbone's topics (and dead-letter topics) that do not exist yet."""

@@ -141,3 +141,60 @@ def test_pages_redirect_to_login_without_a_session(server: Server) -> None:
     response = httpx.get(server.url + "/overview", follow_redirects=False)
     assert response.status_code == 302
     assert response.headers["location"].lstrip(".").startswith("/login")
+
+
+def test_catalog_explorer_searches_pages_and_opens_an_entity(
+    server: Server, browser: object, workbench: object, workers: object
+) -> None:
+    from workbench.events.producer import wait_for_all
+
+    domain = "explorer"
+    handles = [
+        workbench.catalog.register(  # type: ignore[attr-defined]
+            domain,
+            "crm",
+            "account",
+            f"acct-{i:03d}",
+            attributes={"name": f"Account {i}", "segment": "enterprise" if i % 3 == 0 else "smb"},
+            display_name=f"Account {i}",
+        )
+        for i in range(40)
+    ]
+    wait_for_all(handles)
+    workbench.catalog.register(  # type: ignore[attr-defined]
+        domain,
+        "crm",
+        "account",
+        "acct-003",
+        attributes={"name": "Account 3", "segment": "mid"},
+        display_name="Account 3",
+    ).wait()
+
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/overview")
+    page.goto(server.url + "/catalog")
+    rows = page.locator(".dm-catalog-table .tabulator-row")
+    rows.first.wait_for(timeout=30_000)
+    assert rows.count() == 25, "one server-side page of 25"
+
+    search = page.locator(".dm-catalog-search input")
+    search.fill("mid")  # only acct-003's second version says "mid"
+    search.press("Enter")
+    match = page.locator(".dm-catalog-table .tabulator-row", has_text="acct-003")
+    match.wait_for(timeout=30_000)
+    assert page.locator(".dm-catalog-table .tabulator-row", has_text="acct-000").count() == 0
+    match.first.click()
+    summary = page.locator(".dm-entity-detail p")  # inside the pane's shadow root
+    summary.wait_for(timeout=30_000)
+    text = summary.inner_text()
+    assert "crm/account/acct-003" in text
+    assert "version 2" in text
+    page.locator(".bk-tab", has_text="Versions").click()
+    versions = page.locator(".dm-entity-versions .tabulator-row")
+    versions.first.wait_for(timeout=30_000)
+    assert versions.count() == 2
+    page.close()

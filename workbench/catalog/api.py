@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from workbench.events.producer import EventProducer, PublishHandle
 
 SOURCE = "dictamesh://workbench/catalog"
+_FACETS = ("domain", "source_system", "entity_type")
 MAX_PAGE = 1000
 
 
@@ -233,6 +234,19 @@ class Catalog:
         )
         return _frame(self.engine, query, params)
 
+    def facet_values(self, field: str, *, limit: int = 500) -> list[str]:
+        """The distinct values of `domain`, `source_system` or `entity_type`, most used first."""
+        if field not in _FACETS:
+            from workbench.errors import UnknownNameError
+
+            raise UnknownNameError("facet", field, _FACETS)
+        query = (
+            f"SELECT {field} FROM dictamesh_entity_catalog WHERE NOT is_deleted "  # noqa: S608 - field from a fixed set
+            f"GROUP BY {field} ORDER BY count(*) DESC, {field} LIMIT :limit"
+        )
+        with self.engine.connect() as conn:
+            return [str(v) for v in conn.execute(text(query), {"limit": limit}).scalars()]
+
     def relationships(
         self,
         source_system: str,
@@ -275,6 +289,57 @@ class Catalog:
             FROM dictamesh_event_log WHERE entity_id = :id ORDER BY entity_version, id
         """
         return _frame(self.engine, query, {"id": entity_id(source_system, entity_type, source_id)})
+
+    # -- lineage ------------------------------------------------------------------------------
+    def lineage(
+        self,
+        dataset: str,
+        *,
+        direction: str = "downstream",
+        depth: int | None = None,
+        field: str | None = None,
+    ) -> pl.DataFrame:
+        """Datasets (or columns, with `field`) up- or downstream of `dataset`, to `depth` levels.
+
+        Each node appears once, at its shortest depth; cycles end the walk.
+        """
+        from workbench.catalog import lineage
+
+        if direction not in {"upstream", "downstream"}:
+            raise InvalidEntityError(f"direction={direction!r} is not one of upstream, downstream.")
+        with self._psycopg() as conn:
+            nodes = lineage.walk(conn, dataset, direction, depth=depth, field=field)  # type: ignore[arg-type]
+        return lineage.lineage_frame(nodes)
+
+    def impacted_by(self, dataset: str) -> list[str]:
+        """Every dataset downstream of `dataset`: what a breaking change to it would break."""
+        from workbench.catalog import lineage
+
+        with self._psycopg() as conn:
+            return lineage.impacted_by(conn, dataset)
+
+    def record_lineage(self, run_event: dict[str, Any]) -> int:
+        """Ingest one OpenLineage RunEvent directly (no HTTP, no Kafka); return edges written."""
+        from workbench.catalog import lineage
+
+        with self._psycopg() as conn:
+            written = lineage.ingest_run_event(conn, run_event)
+            conn.commit()
+        return written
+
+    def _psycopg(self) -> Any:
+        """A pooled psycopg connection, returned to the pool on exit."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def borrowed() -> Any:
+            proxy = self.engine.raw_connection()
+            try:
+                yield proxy.driver_connection
+            finally:
+                proxy.close()
+
+        return borrowed()
 
     def ref(self, source_system: str, entity_type: str, source_id: str) -> EntityRef:
         return EntityRef(source_system=source_system, entity_type=entity_type, source_id=source_id)

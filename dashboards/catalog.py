@@ -1,0 +1,200 @@
+"""Catalog Explorer: search and facets over entities, server-side pages, entity detail."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import panel as pn
+import param
+from workbench.dashboards.layout import Page
+
+if TYPE_CHECKING:
+    from workbench.client import Workbench
+
+PAGE_SIZE = 25
+LIST_COLUMNS = [
+    "domain",
+    "source_system",
+    "entity_type",
+    "source_id",
+    "display_name",
+    "version",
+    "updated_at",
+    "id",
+]
+
+
+class CatalogExplorer(param.Parameterized):
+    """State of one user's explorer session; every query runs in Postgres, a page at a time."""
+
+    query = param.String(default="", doc="Full-text search over names and string attributes")
+    domain = param.Selector(default="", objects=[""])
+    source_system = param.Selector(default="", objects=[""])
+    entity_type = param.Selector(default="", objects=[""])
+    include_deleted = param.Boolean(default=False)
+    page = param.Integer(default=0, bounds=(0, None))
+
+    def __init__(self, workbench: Workbench, **params: Any) -> None:
+        super().__init__(**params)
+        self.workbench = workbench
+        self._cursors: list[str | None] = [None]
+        for field in ("domain", "source_system", "entity_type"):
+            self.param[field].objects = ["", *self.workbench.catalog.facet_values(field)]
+
+    def _filters(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain or None,
+            "source_system": self.source_system or None,
+            "entity_type": self.entity_type or None,
+            "text_query": self.query.strip() or None,
+            "include_deleted": self.include_deleted,
+        }
+
+    @param.depends("query", "domain", "source_system", "entity_type", "include_deleted", watch=True)
+    def _restart(self) -> None:
+        self._cursors = [None]
+        self.page = 0
+
+    def rows(self) -> pd.DataFrame:
+        frame = self.workbench.catalog.entities(
+            **self._filters(), limit=PAGE_SIZE, cursor=self._cursors[self.page]
+        )
+        if frame.height == PAGE_SIZE and len(self._cursors) == self.page + 1:
+            self._cursors.append(str(frame["id"][-1]))
+        if frame.height == 0:
+            return pd.DataFrame(columns=LIST_COLUMNS)
+        return frame.select(LIST_COLUMNS).to_pandas()
+
+    def has_next(self) -> bool:
+        return len(self._cursors) > self.page + 1
+
+
+def _table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
+    """A read-only table of a Polars frame, as every detail tab shows one."""
+    return pn.widgets.Tabulator(
+        frame.to_pandas(),
+        disabled=True,
+        show_index=False,
+        sizing_mode="stretch_width",
+        height=260,
+        css_classes=[css_class],
+    )
+
+
+def _detail(workbench: Workbench, row: pd.Series) -> list[Any]:
+    ref = (row["source_system"], row["entity_type"], row["source_id"])
+    entity = workbench.catalog.get(*ref)
+    if entity is None:
+        return [pn.pane.Markdown("The entity is no longer in the catalog.")]
+    history = workbench.catalog.history(*ref)
+    relationships = workbench.catalog.relationships(*ref, include_deleted=True)
+    state = "deleted" if entity.is_deleted else "live"
+    return [
+        pn.pane.Markdown(
+            f"### {entity.display_name or entity.source_id}\n"
+            f"`{entity.source_system}/{entity.entity_type}/{entity.source_id}` · domain "
+            f"**{entity.domain}** · version **{entity.version}** · {state} · owners "
+            f"{', '.join(entity.owners) or '—'} · tags {', '.join(entity.tags) or '—'}",
+            css_classes=["dm-entity-detail"],
+        ),
+        pn.Tabs(
+            ("Attributes", pn.pane.JSON(entity.attributes, depth=2, theme="light")),
+            (
+                "Versions",
+                _table(
+                    history.select(
+                        "version",
+                        "event_type",
+                        "occurred_at",
+                        "event_source",
+                        "change_description",
+                        "trace_id",
+                    ),
+                    "dm-entity-versions",
+                ),
+            ),
+            ("Relationships", _table(relationships, "dm-entity-relationships")),
+            (
+                "Event log",
+                _table(
+                    history.select(
+                        "occurred_at",
+                        "event_id",
+                        "event_type",
+                        "before_state",
+                        "after_state",
+                        "correlation_id",
+                    ),
+                    "dm-entity-events",
+                ),
+            ),
+            sizing_mode="stretch_width",
+        ),
+    ]
+
+
+def build(workbench: Workbench) -> list[Any]:
+    explorer = CatalogExplorer(workbench)
+    table = pn.widgets.Tabulator(
+        explorer.rows(),
+        disabled=True,
+        selectable=1,
+        show_index=False,
+        pagination=None,
+        sizing_mode="stretch_width",
+        height=420,
+        css_classes=["dm-catalog-table"],
+        hidden_columns=["id"],
+    )
+    detail = pn.Column(sizing_mode="stretch_width")
+    previous = pn.widgets.Button(name="◀ Previous", width=110, disabled=True)
+    following = pn.widgets.Button(name="Next ▶", width=110, disabled=not explorer.has_next())
+    where = pn.pane.Markdown("")
+
+    def refresh(*_events: Any) -> None:
+        table.value = explorer.rows()
+        table.selection = []
+        previous.disabled = explorer.page == 0
+        following.disabled = not explorer.has_next()
+        where.object = f"Page {explorer.page + 1} · {len(table.value)} entities"
+
+    def select(event: Any) -> None:
+        if event.new:
+            detail.objects = _detail(workbench, table.value.iloc[event.new[0]])
+
+    def turn(step: int) -> None:
+        explorer.page = max(explorer.page + step, 0)
+        refresh()
+
+    explorer.param.watch(
+        refresh, ["query", "domain", "source_system", "entity_type", "include_deleted"]
+    )
+    table.param.watch(select, "selection")
+    previous.on_click(lambda _e: turn(-1))
+    following.on_click(lambda _e: turn(1))
+    refresh()
+    controls = pn.Param(
+        explorer.param,
+        parameters=["query", "domain", "source_system", "entity_type", "include_deleted"],
+        widgets={
+            "query": {
+                "type": pn.widgets.TextInput,
+                "placeholder": "search entities…",
+                "css_classes": ["dm-catalog-search"],
+            }
+        },
+        show_name=False,
+        default_layout=pn.Row,
+        sizing_mode="stretch_width",
+    )
+    return [controls, table, pn.Row(previous, following, where), detail]
+
+
+PAGE = Page(
+    slug="catalog",
+    title="Catalog Explorer",
+    build=build,
+    order=10,
+    description="Search, facets and entity detail",
+)
