@@ -12,6 +12,7 @@ from sqlalchemy import Engine, text
 from workbench import db
 from workbench.catalog.api import Catalog
 from workbench.catalog.schemas import SchemaRegistry
+from workbench.events.api import Events
 from workbench.events.producer import EventProducer
 from workbench.events.topics import ensure_topics
 from workbench.observability import HealthReport, record_health
@@ -52,6 +53,11 @@ class Workbench:
     def catalog(self) -> Catalog:
         """Entities, relationships and history; writes go through the pipeline."""
         return Catalog(self.engine, self.producer)
+
+    @cached_property
+    def events(self) -> Events:
+        """Publish, tail topics, and inspect or replay dead letters."""
+        return Events(self.endpoints.kafka_bootstrap, self.producer)
 
     @cached_property
     def schemas(self) -> SchemaRegistry:
@@ -146,6 +152,7 @@ class Workbench:
             self.producer.flush()
             del self.__dict__["producer"]  # lets librdkafka shut its client down now
             self.__dict__.pop("catalog", None)
+            self.__dict__.pop("events", None)
         if "engine" in self.__dict__:
             self.engine.dispose()
 

@@ -198,3 +198,24 @@ def test_catalog_explorer_searches_pages_and_opens_an_entity(
     versions.first.wait_for(timeout=30_000)
     assert versions.count() == 2
     page.close()
+
+
+def test_event_monitor_shows_changes_lag_and_dead_letters(
+    server: Server, browser: object, workbench: object, workers: object
+) -> None:
+    workbench.catalog.register(  # type: ignore[attr-defined]
+        "monitor", "crm", "account", "m-1", attributes={"name": "Monitored"}
+    ).wait()
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/overview")
+    page.goto(server.url + "/events")
+    page.locator(".dm-recent-events .tabulator-row").first.wait_for(timeout=30_000)
+    assert page.locator(".dm-recent-events .tabulator-row", has_text="crm/account/m-1").count() >= 1
+    page.locator(
+        ".dm-group-lag .tabulator-row", has_text="dictamesh.catalog-projector"
+    ).first.wait_for(timeout=30_000)
+    page.close()

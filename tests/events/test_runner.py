@@ -172,3 +172,66 @@ def test_postgres_restart_mid_run_loses_nothing(own_stack: Any) -> None:
             "count(DISTINCT event_id) FROM dictamesh_event_log"
         ).fetchone()
     assert (entities, events, distinct) == (total, total, total)
+
+
+def test_dead_letters_are_listed_and_replayed_to_their_topic(workbench: Any, workers: Any) -> None:
+    """A record the sink once refused is replayed after the cause is gone, and applied."""
+    from tests.helpers import raw_producer
+    from workbench.events.envelope import CloudEvent
+
+    source_id = f"replayed-{uuid.uuid4().hex[:8]}"
+    change = EntityChange(
+        domain="d", source_system="replay", entity_type="e", source_id=source_id, version=1
+    )
+    record = CloudEvent(
+        source="/replay",
+        type=topics.ENTITY_CREATED,
+        partitionkey=change.ref.key,
+        data=change.model_dump(mode="json", exclude_none=True),
+    ).to_kafka()
+    # As the runner writes it when the database refused the record.
+    dlq = topics.dead_letter_topic(topics.ENTITY_CREATED)
+    producer = raw_producer(workbench.endpoints.kafka_bootstrap)
+    producer.produce(
+        dlq,
+        value=record.value,
+        key=record.key,
+        headers=[
+            *record.headers,
+            ("dlq_reason", b"sink-rejected"),
+            ("dlq_original_topic", topics.ENTITY_CREATED.encode()),
+            ("dlq_original_partition", b"0"),
+            ("dlq_original_offset", b"0"),
+            ("dlq_exception", b"OperationalError: the database was read-only"),
+            ("dlq_consumer_group", GROUP.encode()),
+        ],
+    )
+    producer.flush(10)
+
+    letters = workbench.events.dead_letters([topics.ENTITY_CREATED])
+    ours = letters.filter(letters["exception"].str.contains("read-only"))
+    assert ours["reason"].to_list()[-1] == "sink-rejected"
+    assert ours["original_topic"].to_list()[-1] == topics.ENTITY_CREATED
+    assert workbench.catalog.get("replay", "e", source_id) is None
+
+    assert workbench.events.replay(dlq, [ours["offset"].to_list()[-1]]) == 1
+    deadline = time.monotonic() + 60
+    while workbench.catalog.get("replay", "e", source_id) is None:
+        assert time.monotonic() < deadline, "the replayed record was never applied"
+        time.sleep(0.1)
+
+
+def test_tail_shows_the_newest_events_of_a_topic(workbench: Any) -> None:
+    from workbench.events.envelope import CloudEvent
+
+    marker = uuid.uuid4().hex[:8]
+    for i in range(3):
+        workbench.events.publish(
+            topics.ADAPTER_EVENT,
+            CloudEvent(
+                source="/tail", type=topics.ADAPTER_EVENT, subject=f"{marker}-{i}", data={"i": i}
+            ),
+        ).delivered()
+    tail = workbench.events.tail(topics.ADAPTER_EVENT, 3)
+    assert tail["subject"].to_list() == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
+    assert tail["type"].to_list() == [topics.ADAPTER_EVENT] * 3

@@ -1,0 +1,173 @@
+"""Dead letters: list what each dead-letter topic holds, and replay records to their topic.
+
+A replayed record goes back to its original topic with its original key, value and headers (the
+``dlq_*`` headers dropped, a ``dlq_replayed_from`` header added), so the consumers see it as new
+and the sinks' idempotence keeps a replay that was already applied from counting twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import polars as pl
+
+from workbench.errors import TerminalError
+from workbench.events.topics import SEED_TOPICS, dead_letter_topic
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    topic: str
+    offset: int
+    reason: str
+    original_topic: str
+    original_partition: int
+    original_offset: int
+    exception: str
+    consumer_group: str
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...]
+    dead_lettered_at: datetime | None
+
+
+def _header(headers: Iterable[tuple[str, Any]], name: str) -> str:
+    for key, value in headers:
+        if key == name:
+            return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+    return ""
+
+
+def read_dead_letters(
+    bootstrap: str,
+    topics: Iterable[str] | None = None,
+    *,
+    limit: int = 1000,
+    timeout: float = 5.0,
+) -> list[DeadLetter]:
+    """The records of the dead-letter topics (all seed topics' by default), oldest first."""
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+    names = [dead_letter_topic(t) for t in (topics or SEED_TOPICS)]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "dictamesh-dlq-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log_level": 0,
+        }
+    )
+    letters: list[DeadLetter] = []
+    try:
+        metadata = consumer.list_topics(timeout=timeout).topics
+        assignment = [
+            TopicPartition(name, partition, OFFSET_BEGINNING)
+            for name in names
+            if name in metadata
+            for partition in metadata[name].partitions
+        ]
+        if not assignment:
+            return []
+        consumer.assign(assignment)
+        finished: set[tuple[str, int]] = set()
+        deadline = time.monotonic() + timeout
+        while len(finished) < len(assignment) and len(letters) < limit:
+            if time.monotonic() > deadline:
+                break
+            message = consumer.poll(0.2)
+            if message is None:
+                continue
+            if message.error() is not None:
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    finished.add((message.topic(), message.partition()))
+                continue
+            headers = tuple(message.headers() or [])
+            kind, millis = message.timestamp()
+            letters.append(
+                DeadLetter(
+                    topic=message.topic(),
+                    offset=message.offset(),
+                    reason=_header(headers, "dlq_reason"),
+                    original_topic=_header(headers, "dlq_original_topic"),
+                    original_partition=int(_header(headers, "dlq_original_partition") or -1),
+                    original_offset=int(_header(headers, "dlq_original_offset") or -1),
+                    exception=_header(headers, "dlq_exception"),
+                    consumer_group=_header(headers, "dlq_consumer_group"),
+                    key=message.key(),
+                    value=message.value(),
+                    headers=headers,
+                    dead_lettered_at=datetime.fromtimestamp(millis / 1000, UTC) if kind else None,
+                )
+            )
+    finally:
+        consumer.close()
+    return letters
+
+
+def dead_letter_frame(letters: list[DeadLetter]) -> pl.DataFrame:
+    return pl.DataFrame(
+        [
+            {
+                "topic": d.topic,
+                "offset": d.offset,
+                "reason": d.reason,
+                "original_topic": d.original_topic,
+                "original_partition": d.original_partition,
+                "original_offset": d.original_offset,
+                "consumer_group": d.consumer_group,
+                "exception": d.exception,
+                "bytes": len(d.value or b""),
+                "dead_lettered_at": d.dead_lettered_at,
+            }
+            for d in letters
+        ],
+        schema={
+            "topic": pl.String,
+            "offset": pl.Int64,
+            "reason": pl.String,
+            "original_topic": pl.String,
+            "original_partition": pl.Int64,
+            "original_offset": pl.Int64,
+            "consumer_group": pl.String,
+            "exception": pl.String,
+            "bytes": pl.Int64,
+            "dead_lettered_at": pl.Datetime("us", "UTC"),
+        },
+    )
+
+
+def replay(bootstrap: str, letters: Iterable[DeadLetter]) -> int:
+    """Publish each dead letter again to its original topic; return how many were sent."""
+    from confluent_kafka import Producer
+
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "enable.idempotence": True,
+            "message.max.bytes": 16_777_216,
+            "log_level": 3,
+        }
+    )
+    sent = 0
+    for letter in letters:
+        if not letter.original_topic:
+            raise TerminalError(
+                f"Dead letter {letter.topic}@{letter.offset} has no dlq_original_topic header.",
+                remedy="republish it by hand to the topic it belongs to.",
+            )
+        headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq_")]
+        headers.append(("dlq_replayed_from", f"{letter.topic}@{letter.offset}".encode()))
+        producer.produce(letter.original_topic, value=letter.value, key=letter.key, headers=headers)
+        sent += 1
+    remaining = producer.flush(30)
+    if remaining:
+        raise TerminalError(
+            f"{remaining} of {sent} replayed records were not delivered.",
+            remedy="check the broker with `dictamesh status` and replay again.",
+        )
+    return sent
