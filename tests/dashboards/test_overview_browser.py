@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 from collections.abc import Iterator
@@ -218,4 +219,36 @@ def test_event_monitor_shows_changes_lag_and_dead_letters(
     page.locator(
         ".dm-group-lag .tabulator-row", has_text="dictamesh.catalog-projector"
     ).first.wait_for(timeout=30_000)
+    page.close()
+
+
+def test_lineage_page_draws_the_graph_with_a_depth_control(
+    server: Server, browser: object, workbench: object
+) -> None:
+    import uuid
+
+    ns = f"ui-{uuid.uuid4().hex[:6]}"
+    chain = [f"{ns}/raw", f"{ns}/clean", f"{ns}/mart", f"{ns}/board"]
+    for source, target in itertools.pairwise(chain):
+        workbench.catalog.record_lineage(
+            {  # type: ignore[attr-defined]
+                "eventType": "COMPLETE",
+                "eventTime": "2026-11-26T10:00:00Z",
+                "run": {"runId": str(uuid.uuid4())},
+                "job": {"namespace": ns, "name": f"to-{target.split('/')[1]}"},
+                "inputs": [{"namespace": ns, "name": source.split("/")[1]}],
+                "outputs": [{"namespace": ns, "name": target.split("/")[1]}],
+            }
+        )
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/overview")
+    page.goto(f"{server.url}/lineage?dataset={chain[1]}")
+    nodes = page.locator(".dm-lineage .dm-lineage-node")
+    nodes.first.wait_for(timeout=30_000)
+    names = {nodes.nth(i).get_attribute("data-dataset") for i in range(nodes.count())}
+    assert names == set(chain), "depth 3 reaches raw upstream and mart, board downstream"
     page.close()
