@@ -86,7 +86,7 @@ class Events:
             done: set[int] = set()
             deadline = time.monotonic() + 5
             while len(done) < len(partitions) and time.monotonic() < deadline:
-                message = consumer.poll(0.2)
+                message: Any = consumer.poll(0.2)
                 if message is None:
                     continue
                 if message.error() is not None:

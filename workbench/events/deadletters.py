@@ -79,7 +79,7 @@ def read_dead_letters(
         while len(finished) < len(assignment) and len(letters) < limit:
             if time.monotonic() > deadline:
                 break
-            message = consumer.poll(0.2)
+            message: Any = consumer.poll(0.2)
             if message is None:
                 continue
             if message.error() is not None:
@@ -160,7 +160,9 @@ def replay(bootstrap: str, letters: Iterable[DeadLetter]) -> int:
                 f"Dead letter {letter.topic}@{letter.offset} has no dlq_original_topic header.",
                 remedy="republish it by hand to the topic it belongs to.",
             )
-        headers = [(k, v) for k, v in letter.headers if not k.startswith("dlq_")]
+        headers: list[tuple[str, str | bytes | None]] = [
+            (k, v) for k, v in letter.headers if not k.startswith("dlq_")
+        ]
         headers.append(("dlq_replayed_from", f"{letter.topic}@{letter.offset}".encode()))
         producer.produce(letter.original_topic, value=letter.value, key=letter.key, headers=headers)
         sent += 1
