@@ -127,3 +127,18 @@ def test_schema_change_impact_through_lineage(workbench: Any) -> None:
     assert not report.compatible
     assert report.incompatibilities
     assert report.impacted == [daily, board]
+
+
+def test_analytics_sees_what_the_writer_lands(workbench: Any, workers: Any) -> None:
+    import time
+    import uuid
+
+    source_id = f"lake-{uuid.uuid4().hex[:8]}"
+    workbench.catalog.register("lake", "unit", "thing", source_id, attributes={"n": 1}).wait()
+    query = "SELECT version FROM lake.entity_snapshots WHERE source_id = ?"
+    deadline = time.monotonic() + 60
+    while workbench.analytics.sql(query, [source_id]).height == 0:
+        assert time.monotonic() < deadline, "the analytics writer never landed the entity"
+        time.sleep(0.2)
+    assert workbench.analytics.sql(query, [source_id])["version"].to_list() == [1]
+    assert "event_rates" in workbench.analytics.views()

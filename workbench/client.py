@@ -10,6 +10,7 @@ import polars as pl
 from sqlalchemy import Engine, text
 
 from workbench import db
+from workbench.analytics.views import Analytics
 from workbench.catalog.api import Catalog
 from workbench.catalog.schemas import SchemaRegistry
 from workbench.events.api import Events
@@ -53,6 +54,17 @@ class Workbench:
     def catalog(self) -> Catalog:
         """Entities, relationships and history; writes go through the pipeline."""
         return Catalog(self.engine, self.producer)
+
+    @cached_property
+    def analytics(self) -> Analytics:
+        """DuckDB over the DuckLake tables the analytics writer keeps fresh (read-only)."""
+        from workbench.analytics.lake import default_data_path
+
+        return Analytics(
+            self.endpoints.postgres_url,
+            default_data_path(self.settings),
+            bootstrap=self.endpoints.kafka_bootstrap,
+        )
 
     @cached_property
     def events(self) -> Events:
@@ -153,6 +165,9 @@ class Workbench:
             del self.__dict__["producer"]  # lets librdkafka shut its client down now
             self.__dict__.pop("catalog", None)
             self.__dict__.pop("events", None)
+        if "analytics" in self.__dict__:
+            self.analytics.close()
+            del self.__dict__["analytics"]
         if "engine" in self.__dict__:
             self.engine.dispose()
 

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     )
 
     embedding_model: str = Field(default="all-MiniLM-L6-v2")
+    lake_data_path: str | None = Field(
+        default=None, description="Where DuckLake keeps Parquet files (default HOME/lake)."
+    )
 
     master_key_source: str = Field(default="file")
     master_key: SecretStr | None = Field(default=None, description="With master_key_source=env.")

@@ -1,0 +1,451 @@
+"""The analytics lake through the real broker, Postgres and DuckLake, with concurrent readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import psycopg
+import pytest
+
+from tests.analytics.test_frames import consumed
+from workbench.analytics import Analytics, AnalyticsQueryError, AnalyticsWriter
+from workbench.catalog.model import EntityChange
+from workbench.catalog.projector import parse_change
+from workbench.errors import ComponentUnavailableError
+from workbench.events import topics
+from workbench.events.consumer import ConsumedEvent, ConsumerRunner, RunnerConfig
+from workbench.events.envelope import CloudEvent
+from workbench.stack import Endpoints
+
+pytestmark = pytest.mark.stack
+
+
+def _unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def lake_schema() -> str:
+    """A lake of the test's own: its metadata schema in the session's Postgres."""
+    return f"test_lake_{_unique()}"
+
+
+@pytest.fixture
+def writer(stack: Endpoints, tmp_path: Path, lake_schema: str) -> Iterator[AnalyticsWriter]:
+    sink = AnalyticsWriter(stack.postgres_url, tmp_path / "lake", metadata_schema=lake_schema)
+    yield sink
+    sink.close()
+
+
+@pytest.fixture
+def analytics(stack: Endpoints, tmp_path: Path, lake_schema: str) -> Iterator[Analytics]:
+    """A read-only reader; the first to open the lake creates it, so both name the data path."""
+    reader = Analytics(
+        stack.postgres_url,
+        tmp_path / "lake",
+        metadata_schema=lake_schema,
+        bootstrap=stack.kafka_bootstrap,
+    )
+    yield reader
+    reader.close()
+
+
+@pytest.fixture
+def pg(stack: Endpoints) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(stack.postgres_url) as conn:
+        yield conn
+
+
+def _wait(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _event(
+    source_system: str, source_id: str, version: int, topic: str, **fields: Any
+) -> CloudEvent:
+    change = EntityChange(
+        domain="sales",
+        source_system=source_system,
+        entity_type="ticket",
+        source_id=source_id,
+        version=version,
+        **fields,
+    )
+    return CloudEvent(
+        source="/tests/analytics",
+        type=topic,
+        partitionkey=change.ref.key,
+        data=change.model_dump(mode="json", exclude_none=True),
+    )
+
+
+def test_writer_lands_events_and_snapshots_from_the_broker(
+    workbench: Any, tmp_path: Path, lake_schema: str, analytics: Analytics
+) -> None:
+    system = f"crm-{_unique()}"
+    group = f"analytics-test-{_unique()}"
+    # No URL: the writer opens the lake in the database the runner's connection uses.
+    sink = AnalyticsWriter(data_path=tmp_path / "lake", metadata_schema=lake_schema, group=group)
+    runner = ConsumerRunner(
+        sink,
+        RunnerConfig(
+            bootstrap=workbench.endpoints.kafka_bootstrap,
+            postgres_url=workbench.endpoints.postgres_url,
+        ),
+    )
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    producer = workbench.producer
+
+    def publish(event: CloudEvent) -> None:
+        producer.publish(event.type, event).delivered()
+
+    def events_of(source_id: str) -> pl.DataFrame:
+        return analytics.sql(
+            "SELECT * FROM lake.entity_events WHERE source_system = ? AND source_id = ? "
+            "ORDER BY kafka_offset",
+            [system, source_id],
+        )
+
+    def snapshot(source_id: str) -> dict[str, Any]:
+        rows = analytics.sql(
+            "SELECT * FROM lake.entity_snapshots WHERE source_system = ? AND source_id = ?",
+            [system, source_id],
+        ).to_dicts()
+        assert len(rows) <= 1
+        return rows[0] if rows else {}
+
+    try:
+        publish(_event(system, "t1", 1, topics.ENTITY_CREATED, attributes={"status": "open"}))
+        publish(_event(system, "t2", 1, topics.ENTITY_CREATED))
+        _wait(lambda: events_of("t1").height == 1 and events_of("t2").height == 1, "v1 events")
+        assert snapshot("t1")["version"] == 1
+        assert json.loads(snapshot("t1")["attributes"]) == {"status": "open"}
+
+        publish(_event(system, "t1", 2, topics.ENTITY_UPDATED, attributes={"status": "won"}))
+        _wait(lambda: snapshot("t1").get("version") == 2, "the version-2 snapshot")
+        assert json.loads(snapshot("t1")["attributes"]) == {"status": "won"}
+
+        stale = _event(system, "t1", 1, topics.ENTITY_UPDATED, attributes={"status": "stale"})
+        publish(stale)
+        _wait(lambda: events_of("t1").height == 3, "the stale event")
+        assert snapshot("t1")["version"] == 2, "an older version never replaces the snapshot"
+        assert json.loads(snapshot("t1")["attributes"]) == {"status": "won"}
+        publish(stale)  # the same event again: no second row
+        publish(_event(system, "t2", 2, topics.ENTITY_DELETED))
+        _wait(lambda: snapshot("t2").get("is_deleted") is True, "the delete")
+        assert events_of("t1").height == 3
+
+        history = events_of("t1")
+        assert history["version"].to_list() == [1, 2, 1]
+        assert history["event_type"].to_list() == [
+            topics.ENTITY_CREATED,
+            topics.ENTITY_UPDATED,
+            topics.ENTITY_UPDATED,
+        ]
+        assert history["topic"].to_list() == history["event_type"].to_list()
+        assert history["published_at"].null_count() == 0
+        current = analytics.sql(
+            "SELECT live_entities, deleted_entities FROM entities_current WHERE source_system = ?",
+            [system],
+        )
+        assert current.rows() == [(1, 1)]
+
+        # Freshness and lag read the runner's offsets in Postgres and the broker.
+        offsets = analytics.sql("SELECT * FROM consumer_offsets WHERE group_id = ?", [group])
+        assert offsets.height > 0
+        assert set(offsets["topic"]) <= set(topics.ENTITY_TOPICS)
+
+        def caught_up() -> bool:
+            lag = analytics.lag().filter(pl.col("group") == group)
+            return lag.height > 0 and lag["lag_messages"].sum() == 0
+
+        _wait(caught_up, "the writer to catch up")
+        fresh = analytics.sql("SELECT * FROM freshness WHERE source_system = ?", [system])
+        assert fresh["events"].to_list() == [5]
+        assert fresh["seconds_since_last_event"][0] >= 0
+    finally:
+        runner.stop()
+        thread.join(30)
+        sink.close()
+    assert not thread.is_alive()
+
+
+def test_reapplying_a_batch_adds_nothing(
+    writer: AnalyticsWriter, analytics: Analytics, pg: psycopg.Connection[Any]
+) -> None:
+    batch = [
+        consumed("a", 1, topics.ENTITY_CREATED, 0, attributes={"n": 1}),
+        consumed("b", 1, topics.ENTITY_CREATED, 1),
+        consumed("a", 2, offset=2, attributes={"n": 2}),
+    ]
+    writer.apply(pg, batch)
+
+    def state() -> tuple[Any, ...]:
+        return (
+            analytics.sql("SELECT count(*) FROM lake.entity_events").item(),
+            analytics.sql(
+                "SELECT string_agg(source_id || ':' || version, ',' ORDER BY source_id) "
+                "FROM lake.entity_snapshots"
+            ).item(),
+        )
+
+    assert state() == (3, "a:2,b:1")
+    # A crash after the lake committed but before the offsets did: the runner applies the
+    # batch again, inside a transaction that this time commits.
+    try:
+        with pg.transaction():
+            writer.apply(pg, batch)
+            raise RuntimeError("crash before the offsets commit")
+    except RuntimeError:
+        pass
+    writer.apply(pg, batch)
+    assert state() == (3, "a:2,b:1")
+    # A replay overlapping new records lands only the new ones.
+    writer.apply(pg, [*batch[1:], consumed("b", 2, offset=3), consumed("c", 1, offset=4)])
+    assert state() == (5, "a:2,b:2,c:1")
+    assert (
+        analytics.sql(
+            "SELECT count(DISTINCT (event_source, event_id)) FROM lake.entity_events"
+        ).item()
+        == 5
+    )
+    # A reopened writer (a restarted consumer) is just as idempotent.
+    writer.close()
+    writer.apply(pg, batch)
+    assert state() == (5, "a:2,b:2,c:1")
+    files = "SELECT count(*) FROM ducklake_list_files('lake', 'entity_events')"
+    assert analytics.sql(files).item() > 1
+    writer.compact()
+    assert analytics.sql(files).item() == 1
+    assert state() == (5, "a:2,b:2,c:1")
+
+
+def test_an_unreachable_lake_is_a_transient_failure(
+    tmp_path: Path, pg: psycopg.Connection[Any]
+) -> None:
+    from tests.helpers import free_port
+
+    url = f"postgresql://postgres:pw-not-shown@127.0.0.1:{free_port()}/dictamesh"
+    sink = AnalyticsWriter(url, tmp_path / "lake", metadata_schema="unreachable")
+    with pytest.raises(psycopg.OperationalError) as caught:  # the runner backs off and retries
+        sink.apply(pg, [consumed("x", 1)])
+    assert "pw-not-shown" not in str(caught.value)
+    assert "127.0.0.1" in str(caught.value)
+    assert "not opened" in repr(sink) or "***" in repr(sink)
+
+
+def test_views_return_sensible_rows(
+    writer: AnalyticsWriter, analytics: Analytics, pg: psycopg.Connection[Any]
+) -> None:
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    day = [today - timedelta(days=3 - i) for i in range(4)]
+
+    def at(source_system: str, source_id: str, version: int, when: datetime, **kw: Any) -> Any:
+        topic = kw.pop("topic", topics.ENTITY_UPDATED)
+        change = EntityChange(
+            domain=kw.pop("domain", "sales"),
+            source_system=source_system,
+            entity_type="ticket",
+            source_id=source_id,
+            version=version,
+            **kw,
+        )
+        record = ConsumedEvent(
+            CloudEvent(
+                source="/tests",
+                type=topic,
+                time=when,
+                data=change.model_dump(mode="json", exclude_none=True),
+            ),
+            topic,
+            0,
+            0,
+            when,
+        )
+        return record, parse_change(record)
+
+    created = topics.ENTITY_CREATED
+    writer.apply(
+        pg,
+        [
+            at("crm", "1", 1, day[0], topic=created),
+            at("crm", "2", 1, day[0], topic=created),
+            at("crm", "3", 1, day[0] + timedelta(seconds=30), topic=created),
+            at("shop", "9", 1, day[1], topic=created, domain="retail"),
+            at("crm", "2", 2, day[1], domain="support"),  # moves to another domain
+            at("crm", "3", 2, day[2], topic=topics.ENTITY_DELETED),
+            at("crm", "1", 2, day[3], attributes={"late": False}),
+        ],
+    )
+    assert sorted(analytics.views()) == sorted(
+        [
+            "consumer_offsets",
+            "entities_by_domain_over_time",
+            "entities_current",
+            "event_rates",
+            "freshness",
+        ]
+    )
+    over_time = analytics.sql(
+        "SELECT day, domain, source_system, live_entities, net_change "
+        "FROM entities_by_domain_over_time"
+    )
+    d = [when.date() for when in day]
+    assert over_time.rows() == [
+        (d[0], "sales", "crm", 3, 3),
+        (d[1], "retail", "shop", 1, 1),
+        (d[1], "sales", "crm", 2, -1),
+        (d[1], "support", "crm", 1, 1),
+        (d[2], "retail", "shop", 1, 0),
+        (d[2], "sales", "crm", 1, -1),
+        (d[2], "support", "crm", 1, 0),
+        (d[3], "retail", "shop", 1, 0),
+        (d[3], "sales", "crm", 1, 0),
+        (d[3], "support", "crm", 1, 0),
+    ]
+    assert isinstance(over_time["day"][0], date)
+    # The last day agrees with the snapshots.
+    current = analytics.sql(
+        "SELECT domain, source_system, live_entities FROM entities_current ORDER BY ALL"
+    )
+    assert current.rows() == [("retail", "shop", 1), ("sales", "crm", 1), ("support", "crm", 1)]
+
+    rates = analytics.sql("SELECT minute, event_type, events FROM event_rates")
+    assert rates.rows()[0] == (day[0], created, 3)
+    assert rates["events"].sum() == 7
+    assert rates["minute"].dtype == pl.Datetime("us", "UTC")
+
+    fresh = analytics.sql(
+        "SELECT source_system, events, last_event_time, seconds_since_last_event FROM freshness"
+    )
+    assert fresh["source_system"].to_list() == ["crm", "shop"]
+    assert fresh["events"].to_list() == [6, 1]
+    assert fresh["last_event_time"].to_list() == [day[3], day[1]]
+    age = fresh["seconds_since_last_event"].to_list()
+    assert abs(age[0] - (datetime.now(UTC) - day[3]).total_seconds()) < 120
+    assert analytics.sql("SELECT count(*) FROM consumer_offsets").item() >= 0
+
+
+def test_secrets_stay_out_of_reprs_errors_and_queries(
+    stack: Endpoints, analytics: Analytics, writer: AnalyticsWriter, lake_schema: str
+) -> None:
+    password = psycopg.conninfo.conninfo_to_dict(stack.postgres_url)["password"]
+    assert isinstance(password, str) and password
+    analytics.views()
+    secrets = analytics.sql("SELECT * FROM duckdb_secrets()")
+    assert password not in str(secrets.to_dicts())
+    assert password not in repr(analytics)
+    assert password not in repr(writer)
+    with pytest.raises(AnalyticsQueryError) as refused:
+        analytics.sql("SET autoinstall_known_extensions = true")
+    assert "locked" in str(refused.value)
+    wrong = stack.postgres_url.replace(password, "not-the-password")
+    bad = Analytics(wrong, metadata_schema=lake_schema)
+    with pytest.raises(ComponentUnavailableError) as failed:
+        bad.sql("SELECT 1")
+    assert "not-the-password" not in str(failed.value)
+    assert "password authentication failed" in str(failed.value)
+
+
+READER = textwrap.dedent(
+    """
+    import json, os, sys
+    from pathlib import Path
+    from workbench.analytics import Analytics
+
+    url, schema = os.environ["LAKE_TEST_URL"], os.environ["LAKE_TEST_SCHEMA"]
+    analytics = Analytics(url, metadata_schema=schema)
+    stop = Path(os.environ["LAKE_TEST_STOP"])
+    query = (
+        "SELECT (SELECT count(*) FROM lake.entity_events) AS events, "
+        "(SELECT coalesce(sum(events), 0) FROM event_rates) AS rated, "
+        "(SELECT count(*) FROM lake.entity_snapshots) AS entities"
+    )
+    counts = []
+    def observe():
+        events, rated, entities = analytics.sql(query).row(0)
+        assert events == rated, (events, rated)  # one snapshot per query
+        counts.append(events)
+    observe()
+    print("ready", flush=True)
+    while not stop.exists():
+        observe()
+    observe()
+    ordered = all(a <= b for a, b in zip(counts, counts[1:]))
+    print(json.dumps({"queries": len(counts), "last": counts[-1], "distinct": len(set(counts))}))
+    sys.exit(0 if ordered else 3)
+    """
+)
+
+
+def test_readers_in_other_processes_while_the_writer_writes(
+    stack: Endpoints,
+    writer: AnalyticsWriter,
+    pg: psycopg.Connection[Any],
+    lake_schema: str,
+    tmp_path: Path,
+) -> None:
+    writer.apply(pg, [consumed("seed", 1, topics.ENTITY_CREATED, 0)])  # the lake exists
+    stop = tmp_path / "stop"
+    env = {
+        **os.environ,
+        "LAKE_TEST_URL": stack.postgres_url,  # not on the command line, where ps shows it
+        "LAKE_TEST_SCHEMA": lake_schema,
+        "LAKE_TEST_STOP": str(stop),
+    }
+    readers = [
+        subprocess.Popen(
+            [sys.executable, "-c", READER],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        for reader in readers:
+            assert reader.stdout is not None
+            lines = [reader.stdout.readline()]  # log lines may come first
+            while lines[-1] and lines[-1].strip() != "ready":
+                lines.append(reader.stdout.readline())
+            if not lines[-1]:  # the reader exited before it was ready
+                pytest.fail("".join(lines) + reader.communicate(timeout=30)[1][-3000:])
+        offset = 1
+        for batch in range(25):
+            records = []
+            for i in range(40):
+                records.append(consumed(f"e{batch}-{i}", 1, topics.ENTITY_CREATED, offset))
+                offset += 1
+            writer.apply(pg, records)
+            if batch == 12:
+                writer.compact()  # merging files under the readers' feet
+        stop.touch()
+        outcomes = [reader.communicate(timeout=120) for reader in readers]
+    finally:
+        stop.touch()
+        for reader in readers:
+            if reader.poll() is None:
+                reader.kill()
+    total = 1 + 25 * 40
+    for reader, (out, err) in zip(readers, outcomes, strict=True):
+        assert reader.returncode == 0, err[-3000:]
+        summary = json.loads(out.strip().splitlines()[-1])
+        assert summary["last"] == total
+        assert summary["distinct"] >= 2, summary  # it saw the lake grow while it read
