@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import typer
 
@@ -41,8 +43,9 @@ def test_version() -> None:
     assert result.stdout.strip() == __version__
 
 
-def test_serve_refuses_to_run_without_a_login(tmp_path: object) -> None:
+def test_serve_refuses_to_run_without_a_login(tmp_path: Path) -> None:
     result = run_cli("serve", env={"DICTAMESH_HOME": str(tmp_path)})
+    assert not (tmp_path / "run").exists(), "nothing may be started before the refusal"
     assert result.returncode == 2
     message = " ".join(result.stderr.split())
     assert "No dashboard login is configured" in message

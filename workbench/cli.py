@@ -201,11 +201,13 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the dashboards, /metrics and /api/health behind a login."""
+    from workbench.api.auth import load_credentials
     from workbench.api.server import serve as run_server
     from workbench.client import connect
     from workbench.events.workers import Workers, build_runners
 
     settings = _settings()
+    load_credentials(settings, demo=demo)  # refuse before starting anything
     workbench = connect(settings)
     if consumers:
         Workers(build_runners(workbench.endpoints)).start()
