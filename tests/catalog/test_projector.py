@@ -401,3 +401,32 @@ def test_time_travel_gives_an_entity_and_a_query_as_they_were(workbench: Any, wo
         workbench.catalog.get("unit", "doc", sid, as_of=datetime(2026, 1, 1))
     with pytest.raises(InvalidEntityError, match="not an entity id"):
         workbench.catalog.entities(cursor="'; DROP TABLE x; --")
+
+
+def test_attributes_are_validated_against_the_registered_schema_before_sending(
+    workbench: Any, workers: Any
+) -> None:
+    from workbench.catalog.api import InvalidEntityError
+
+    subject = f"unit-widget-{_unique()}"
+    workbench.schemas.register(
+        subject,
+        {
+            "type": "object",
+            "properties": {"size": {"type": "integer", "minimum": 0}, "colour": {"type": "string"}},
+            "required": ["size"],
+        },
+        schema_format="JSON",
+    )
+    sid = _unique()
+    with pytest.raises(InvalidEntityError) as caught:
+        workbench.catalog.register(
+            "test", "unit", "widget", sid, attributes={"size": -3}, schema_subject=subject
+        )
+    assert "attributes/size" in str(caught.value)
+    assert subject in str(caught.value)
+    assert workbench.catalog.get("unit", "widget", sid) is None
+    workbench.catalog.register(
+        "test", "unit", "widget", sid, attributes={"size": 3}, schema_subject=subject
+    ).wait()
+    assert workbench.catalog.get("unit", "widget", sid).attributes == {"size": 3}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -83,8 +84,13 @@ class Catalog:
         tags: list[str] | None = None,
         source: str = SOURCE,
         correlation_id: str | None = None,
+        schema_subject: str | None = None,
     ) -> PublishHandle:
-        """Publish a create or update; `version` defaults to one past the catalog's current."""
+        """Publish a create or update; `version` defaults to one past the catalog's current.
+
+        With `schema_subject`, the attributes are validated against the subject's newest JSON
+        Schema before anything is sent.
+        """
         current = self._current_version(source_system, entity_type, source_id)
         try:
             change = EntityChange(
@@ -98,6 +104,7 @@ class Catalog:
                 display_name=display_name,
                 owners=owners or [],
                 tags=tags or [],
+                schema_subject=schema_subject,
             )
         except ValidationError as exc:
             problem = exc.errors()[0]
@@ -132,6 +139,33 @@ class Catalog:
         )
         return self.publish_change(topics.ENTITY_DELETED, change, source=source)
 
+    def validate_attributes(self, change: EntityChange) -> None:
+        """Refuse attributes that break the change's registered schema (JSON Schema subjects)."""
+        if change.schema_subject is None:
+            return
+        import jsonschema  # type: ignore[import-untyped]
+
+        from workbench.catalog.schemas import SchemaRegistry
+
+        registered = SchemaRegistry(self.engine).get(change.schema_subject)
+        if registered.schema_format != "JSON":
+            raise InvalidEntityError(
+                f"Subject {change.schema_subject!r} is {registered.schema_format}; attributes are "
+                "validated against JSON Schema subjects only.",
+                remedy="register a JSON Schema for the entity's attributes.",
+            )
+        schema = json.loads(registered.definition)
+        error = jsonschema.exceptions.best_match(
+            jsonschema.validators.validator_for(schema)(schema).iter_errors(change.attributes)
+        )
+        if error is not None:
+            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
+            raise InvalidEntityError(
+                f"attributes/{where} breaks schema {change.schema_subject!r} version "
+                f"{registered.version}: {error.message}.",
+                remedy="fix the value, or register a new schema version; nothing was published.",
+            )
+
     def publish_change(
         self,
         topic: str,
@@ -140,6 +174,7 @@ class Catalog:
         source: str = SOURCE,
         correlation_id: str | None = None,
     ) -> PublishHandle:
+        self.validate_attributes(change)
         event = CloudEvent(
             source=source,
             type=topic,
