@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import panel as pn
 import polars as pl
-from workbench.dashboards.layout import Page
+from workbench.dashboards.layout import Page, refresh_every
 
 if TYPE_CHECKING:
     from workbench.client import Workbench
@@ -81,8 +81,7 @@ def build(workbench: Workbench) -> list[Any]:
 
     replay.on_click(do_replay)
     refresh()
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-        pn.state.add_periodic_callback(refresh, period=REFRESH_MS)
+    refresh_every(refresh, REFRESH_MS)
     return [
         pn.pane.Markdown("### Latest applied changes"),
         recent,

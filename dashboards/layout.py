@@ -64,6 +64,12 @@ _CSS = """
 """
 
 
+def refresh_every(callback: Callable[[], None], milliseconds: int) -> None:
+    """Run `callback` periodically while a browser session is open (not when built in a test)."""
+    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+        pn.state.add_periodic_callback(callback, period=milliseconds)
+
+
 def render(page: Page, pages: list[Page], workbench: Workbench) -> pn.template.FastListTemplate:
     """The page's content inside the one template every page shares."""
     return pn.template.FastListTemplate(

@@ -6,7 +6,7 @@ import html
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
-from workbench.dashboards.layout import Page
+from workbench.dashboards.layout import Page, refresh_every
 
 if TYPE_CHECKING:
     from workbench.client import Workbench
@@ -69,8 +69,7 @@ def build(workbench: Workbench) -> list[Any]:
     refresh()
     button = pn.widgets.Button(name="Refresh", button_type="primary", width=100)
     button.on_click(lambda _event: refresh())
-    if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-        pn.state.add_periodic_callback(refresh, period=REFRESH_MS)
+    refresh_every(refresh, REFRESH_MS)
     return [
         pn.pane.Markdown("### Components"),
         health,

@@ -7,6 +7,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -71,6 +72,17 @@ def browser() -> Iterator[object]:
         )
         yield launched
         launched.close()
+
+
+def _logged_in(browser: object, server: Server) -> Any:
+    """A new page with a dashboard session, on the Overview."""
+    page = browser.new_page()  # type: ignore[attr-defined]
+    page.goto(server.url + "/login")
+    page.fill("input[name=username]", USER)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/overview")
+    return page
 
 
 def test_login_then_overview_shows_every_component_healthy(
@@ -171,12 +183,7 @@ def test_catalog_explorer_searches_pages_and_opens_an_entity(
         display_name="Account 3",
     ).wait()
 
-    page = browser.new_page()  # type: ignore[attr-defined]
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/overview")
+    page = _logged_in(browser, server)
     page.goto(server.url + "/catalog")
     rows = page.locator(".dm-catalog-table .tabulator-row")
     rows.first.wait_for(timeout=30_000)
@@ -207,12 +214,7 @@ def test_event_monitor_shows_changes_lag_and_dead_letters(
     workbench.catalog.register(  # type: ignore[attr-defined]
         "monitor", "crm", "account", "m-1", attributes={"name": "Monitored"}
     ).wait()
-    page = browser.new_page()  # type: ignore[attr-defined]
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/overview")
+    page = _logged_in(browser, server)
     page.goto(server.url + "/events")
     page.locator(".dm-recent-events .tabulator-row").first.wait_for(timeout=30_000)
     assert page.locator(".dm-recent-events .tabulator-row", has_text="crm/account/m-1").count() >= 1
@@ -240,12 +242,7 @@ def test_lineage_page_draws_the_graph_with_a_depth_control(
                 "outputs": [{"namespace": ns, "name": target.split("/")[1]}],
             }
         )
-    page = browser.new_page()  # type: ignore[attr-defined]
-    page.goto(server.url + "/login")
-    page.fill("input[name=username]", USER)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url("**/overview")
+    page = _logged_in(browser, server)
     page.goto(f"{server.url}/lineage?dataset={chain[1]}")
     nodes = page.locator(".dm-lineage .dm-lineage-node")
     nodes.first.wait_for(timeout=30_000)
