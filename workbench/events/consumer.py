@@ -64,6 +64,12 @@ CONSUMER_LAG_SECONDS = Gauge(
 )
 
 
+def record_time(message: Any) -> datetime | None:
+    """The Kafka timestamp of a record as aware UTC, None when the record carries none."""
+    kind, millis = message.timestamp()
+    return datetime.fromtimestamp(millis / 1000, UTC) if kind and millis > 0 else None
+
+
 @dataclass(frozen=True)
 class ConsumedEvent:
     """A CloudEvent with where it was read from."""
@@ -244,9 +250,9 @@ class ConsumerRunner(Generic[P]):
                 f"The record is {len(value):,} bytes; events are limited to {MAX_EVENT_BYTES:,}.",
             )
         event = CloudEvent.from_kafka(value, message.headers(), message.key())
-        kind, millis = message.timestamp()
-        stamp = datetime.fromtimestamp(millis / 1000, UTC) if kind and millis > 0 else None
-        return ConsumedEvent(event, message.topic(), message.partition(), message.offset(), stamp)
+        return ConsumedEvent(
+            event, message.topic(), message.partition(), message.offset(), record_time(message)
+        )
 
     def _commit(
         self, good: list[tuple[Any, ConsumedEvent, P]], messages: list[Any]
@@ -288,8 +294,7 @@ class ConsumerRunner(Generic[P]):
         for message in messages:
             if message.error() is not None:
                 continue
-            kind, millis = message.timestamp()
-            stamp = datetime.fromtimestamp(millis / 1000, UTC) if kind and millis > 0 else None
+            stamp = record_time(message)
             key = (message.topic(), message.partition())
             if key not in latest or message.offset() + 1 > latest[key][0]:
                 latest[key] = (message.offset() + 1, stamp)

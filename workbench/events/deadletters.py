@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import polars as pl
 
 from workbench.errors import TerminalError
+from workbench.events.consumer import record_time
 from workbench.events.topics import SEED_TOPICS, dead_letter_topic
 
 
@@ -87,7 +88,6 @@ def read_dead_letters(
                     finished.add((message.topic(), message.partition()))
                 continue
             headers = tuple(message.headers() or [])
-            kind, millis = message.timestamp()
             letters.append(
                 DeadLetter(
                     topic=message.topic(),
@@ -101,7 +101,7 @@ def read_dead_letters(
                     key=message.key(),
                     value=message.value(),
                     headers=headers,
-                    dead_lettered_at=datetime.fromtimestamp(millis / 1000, UTC) if kind else None,
+                    dead_lettered_at=record_time(message),
                 )
             )
     finally:

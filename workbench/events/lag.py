@@ -13,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from workbench.events.consumer import CONSUMER_LAG, CONSUMER_LAG_SECONDS
+from workbench.events.consumer import CONSUMER_LAG, CONSUMER_LAG_SECONDS, record_time
 
 
 @dataclass(frozen=True)
@@ -104,9 +104,9 @@ def _record_times(
             continue
         key = (message.topic(), message.partition(), message.offset())
         if key in pending:
-            kind, millis = message.timestamp()
-            if kind and millis > 0:
-                found[key] = datetime.fromtimestamp(millis / 1000, UTC)
+            stamp = record_time(message)
+            if stamp is not None:
+                found[key] = stamp
             pending.discard(key)
     return found
 
