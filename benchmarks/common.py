@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import tempfile
 import time
@@ -23,15 +24,25 @@ from workbench.stack import Endpoints, Stack
 
 @contextmanager
 def isolated_stack() -> Iterator[Endpoints]:
-    """A fresh embedded stack in a temporary home, migrated, with the topics created."""
+    """A fresh embedded stack in a temporary home, migrated, with the topics created.
+
+    While it runs, DICTAMESH_HOME names that home, so `dictamesh` processes started by the
+    benchmark (a projector in its own process) use the same stack.
+    """
     with tempfile.TemporaryDirectory(prefix="dictamesh-bench-") as home:
         stack = Stack(load_settings(home=Path(home)))
         endpoints = stack.up()
+        previous = os.environ.get("DICTAMESH_HOME")
+        os.environ["DICTAMESH_HOME"] = home
         try:
             db.migrate_up(db.make_engine(endpoints.postgres_url))
             ensure_topics(endpoints.kafka_bootstrap)
             yield endpoints
         finally:
+            if previous is None:
+                os.environ.pop("DICTAMESH_HOME", None)
+            else:
+                os.environ["DICTAMESH_HOME"] = previous
             stack.down()
 
 

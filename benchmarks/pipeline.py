@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -132,14 +133,15 @@ def run_quixstreams(endpoints: Endpoints, count: int) -> dict[str, float]:
 
 
 def latency_at_rate(endpoints: Endpoints, rate: int, seconds: float) -> dict[str, float]:
-    """p50/p95/p99 from an event's creation to the moment a reader is told it is queryable."""
-    # The projector resumes where the throughput run left it, so only new events flow.
-    runner = ConsumerRunner(
-        CatalogProjector(),
-        RunnerConfig(bootstrap=endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url),
+    """p50/p95/p99 from an event's creation to the moment a reader is told it is queryable.
+
+    The projector runs as deployed: `dictamesh consume --sink catalog` in its own process, with
+    its default settings. It resumes where the throughput run left it, so only new events flow.
+    """
+    projector = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dictamesh")), "consume", "--sink", "catalog"],
+        stdout=subprocess.DEVNULL,
     )
-    thread = threading.Thread(target=runner.run, daemon=True)
-    thread.start()
     latencies: list[float] = []
     stop = threading.Event()
 
@@ -178,8 +180,8 @@ def latency_at_rate(endpoints: Endpoints, rate: int, seconds: float) -> dict[str
     producer.flush(60)
     wait_until(lambda: len(latencies) >= total, 300)
     stop.set()
-    runner.stop()
-    thread.join(60)
+    projector.terminate()  # SIGTERM: the projector finishes its batch and leaves the group
+    projector.wait(60)
     watcher.join(10)
     ordered = sorted(latencies)
     return {

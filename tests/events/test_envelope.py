@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from workbench.events.envelope import CloudEvent, InvalidEventError
@@ -126,3 +126,54 @@ def test_naive_times_and_bad_extension_names_are_refused() -> None:
         CloudEvent(source="/s", type="t", time=datetime(2026, 1, 1))
     with pytest.raises(ValueError, match="extension name"):
         CloudEvent(source="/s", type="t", extensions={"Bad-Name": "x"})
+
+
+maybe_text = st.none() | st.integers() | st.text(max_size=12)
+attribute_maps = st.fixed_dictionaries(
+    {
+        "specversion": st.just("1.0"),
+        # Mostly valid required attributes, so the other attributes' rules are reached.
+        "id": st.text(min_size=1, max_size=8) | maybe_text,
+        "source": st.text(min_size=1, max_size=8) | maybe_text,
+        "type": st.text(min_size=1, max_size=8) | maybe_text,
+    },
+    optional={
+        "subject": maybe_text,
+        "datacontenttype": maybe_text,
+        "traceparent": maybe_text,
+        "time": st.none()
+        | st.integers()
+        | st.text(max_size=8)
+        | st.datetimes(timezones=st.none() | st.just(UTC)).map(datetime.isoformat)
+        | st.sampled_from(["2026-11-26T10:00:00Z", "2026-11-26T10:00:00.123456789+02:00"]),
+        "xtra": st.text(max_size=5),
+        "Bad-Name": st.text(max_size=5),
+        "partitionkey": maybe_text,
+    },
+)
+
+
+@settings(max_examples=300)
+@given(attributes=attribute_maps)
+@example({"specversion": "1.0", "id": "e", "source": "s", "type": "t", "time": None})
+@example({"specversion": "1.0", "id": "e", "source": "s", "type": "t", "Bad-Name": "x"})
+@example({"specversion": "1.0", "id": "", "source": "s", "type": "t"})
+@example({"specversion": "1.0", "id": "e", "source": "s", "type": "t", "time": "2026-11-26T10:00"})
+def test_reading_a_record_agrees_with_full_validation(attributes: dict[str, object]) -> None:
+    """The quick path taken by well-formed records gives what the model would, or defers to it."""
+    known = {k: v for k, v in attributes.items() if k not in {"xtra", "Bad-Name"}}
+    extensions = {k: str(v) for k, v in attributes.items() if k in {"xtra", "Bad-Name"}}
+    try:
+        expected: CloudEvent | None = CloudEvent(**known, extensions=extensions, data=None)  # type: ignore[arg-type]
+    except ValueError:
+        expected = None
+    try:
+        read: CloudEvent | None = CloudEvent._build(dict(attributes), None)
+    except InvalidEventError:
+        read = None
+    if expected is None or read is None:
+        assert expected is None and read is None
+    elif "time" in known:
+        assert read == expected
+    else:  # both stamp the reading time
+        assert read.model_copy(update={"time": expected.time}) == expected

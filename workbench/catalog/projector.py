@@ -19,7 +19,12 @@ import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
-from workbench.catalog.model import EntityChange, RelationshipChange, relationship_id
+from workbench.catalog.model import (
+    EntityChange,
+    RelationshipChange,
+    entity_id,
+    relationship_id,
+)
 from workbench.events import topics
 from workbench.events.consumer import ConsumedEvent
 from workbench.events.envelope import InvalidEventError
@@ -55,7 +60,9 @@ def parse_change(consumed: ConsumedEvent) -> PreparedChange:
             f"(value {problem.get('input')!r}).",
         ) from None
     return PreparedChange(
-        change, deleted=event.type == topics.ENTITY_DELETED, entity=change.ref.entity_id
+        change,
+        deleted=event.type == topics.ENTITY_DELETED,
+        entity=entity_id(change.source_system, change.entity_type, change.source_id),
     )
 
 
@@ -102,9 +109,6 @@ CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_log (
     trace_id text, span_id text, correlation_id text, causation_id text, topic text,
     kafka_partition int, kafka_offset bigint, occurred_at timestamptz
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_cache (
-    cache_key text, entity_id uuid, version bigint, at timestamptz, changes int
-) ON COMMIT DELETE ROWS;
 """
 
 
@@ -114,7 +118,6 @@ class _BatchPlan:
     def __init__(self) -> None:
         self.entities: dict[uuid.UUID, list[Any]] = {}
         self.log: list[tuple[Any, ...]] = []
-        self.cache: dict[uuid.UUID, list[Any]] = {}
         self.late: list[tuple[ConsumedEvent, uuid.UUID, dict[str, Any]]] = []
         self.late_edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
         self.edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
@@ -188,14 +191,6 @@ class _BatchPlan:
                 at,
             )
         )
-        cached = self.cache.get(entity)
-        self.cache[entity] = [
-            f"entity:{entity}",
-            entity,
-            change.version,
-            at,
-            (cached[4] + 1) if cached else 1,
-        ]
         if prepared.deleted:
             self.retired.append((entity, at))
         elif change.relationships is not None:
@@ -209,7 +204,6 @@ class _BatchPlan:
             for table, rows in (
                 ("dictamesh_stage_entities", self.entities.values()),
                 ("dictamesh_stage_log", self.log),
-                ("dictamesh_stage_cache", self.cache.values()),
             ):
                 with cursor.copy(f"COPY {table} FROM STDIN") as copy:
                     for row in rows:
@@ -254,10 +248,14 @@ class _BatchPlan:
                     (cache_key, entity_id, cache_layer, last_refreshed_at, source_version,
                      is_stale, invalidation_count, last_invalidated_at,
                      last_invalidation_reason, updated_at)
-                SELECT cache_key, entity_id, 'L2', at, version, changes > 1, changes - 1,
-                       CASE WHEN changes > 1 THEN at END,
+                SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, changes > 1,
+                       changes - 1, CASE WHEN changes > 1 THEN at END,
                        CASE WHEN changes > 1 THEN 'entity changed' END, at
-                FROM dictamesh_stage_cache
+                FROM (SELECT DISTINCT ON (entity_id) entity_id, entity_version AS version,
+                             occurred_at AS at,
+                             count(*) OVER (PARTITION BY entity_id) AS changes
+                      FROM dictamesh_stage_log
+                      ORDER BY entity_id, entity_version DESC) AS latest
                 ON CONFLICT (cache_key) DO UPDATE SET
                     last_refreshed_at = EXCLUDED.last_refreshed_at,
                     source_version = EXCLUDED.source_version, is_stale = true,

@@ -1690,6 +1690,32 @@ class _Row:
     compatibility: str
 
 
+SCHEMA_EVENT_SOURCE = "/dictamesh/schema-registry"
+
+
+def _announce(conn: Connection, schema: RegisteredSchema, change: str) -> None:
+    """Publish `dictamesh.schema.changed` through the outbox, in the change's transaction."""
+    from workbench.events.envelope import CloudEvent
+    from workbench.events.outbox import enqueue
+    from workbench.events.topics import SCHEMA_CHANGED
+
+    event = CloudEvent(
+        source=SCHEMA_EVENT_SOURCE,
+        type=SCHEMA_CHANGED,
+        subject=schema.subject,
+        partitionkey=schema.subject,
+        data={
+            "change": change,
+            "subject": schema.subject,
+            "version": schema.version,
+            "schema_format": schema.schema_format,
+            "compatibility": schema.compatibility,
+            "fingerprint": schema.fingerprint,
+        },
+    )
+    enqueue(conn, SCHEMA_CHANGED, event)
+
+
 class SchemaRegistry:
     """Versioned subjects in the ``dictamesh_schemas`` table, guarded by compatibility modes."""
 
@@ -1772,21 +1798,30 @@ class SchemaRegistry:
                 .mappings()
                 .one()
             )
-        return RegisteredSchema.model_validate(dict(created))
+            registered = RegisteredSchema.model_validate(dict(created))
+            _announce(conn, registered, "registered")
+        return registered
 
     def set_compatibility(self, subject: str, mode: str) -> None:
         """Change the subject's mode (kept on its latest version) for the next registrations."""
         chosen = _mode_name(mode)
         with self.engine.begin() as conn:
             self._lock(conn, subject)
-            changed = conn.execute(
-                text(
-                    "UPDATE dictamesh_schemas SET compatibility = :mode WHERE subject = :subject "
-                    "AND NOT is_deleted AND version = (SELECT max(version) FROM dictamesh_schemas "
-                    "WHERE subject = :subject AND NOT is_deleted) RETURNING version"
-                ),
-                {"subject": subject, "mode": chosen},
-            ).first()
+            changed = (
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_schemas SET compatibility = :mode "  # noqa: S608 - fixed columns
+                        "WHERE subject = :subject AND NOT is_deleted AND version = "
+                        "(SELECT max(version) FROM dictamesh_schemas "
+                        f"WHERE subject = :subject AND NOT is_deleted) RETURNING {_COLUMNS}"
+                    ),
+                    {"subject": subject, "mode": chosen},
+                )
+                .mappings()
+                .first()
+            )
+            if changed is not None:
+                _announce(conn, RegisteredSchema.model_validate(dict(changed)), "compatibility")
         if changed is None:
             raise self._missing(
                 subject,

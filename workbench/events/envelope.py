@@ -221,6 +221,9 @@ class CloudEvent(BaseModel):
             if name in attributes
         }
         extensions = {name: str(text) for name, text in attributes.items()}
+        fast = _checked_attributes(known, extensions)
+        if fast is not None:
+            return cls.model_construct(**fast, extensions=extensions, data=data)
         try:
             return cls(**known, extensions=extensions, data=data)
         except ValidationError as exc:
@@ -231,6 +234,53 @@ class CloudEvent(BaseModel):
                 f"CloudEvent attribute {where!r} is invalid: {problem['msg']} "
                 f"(value {problem.get('input')!r}).",
             ) from None
+
+
+_REQUIRED_TEXT = ("id", "source", "type")
+_OPTIONAL_TEXT = (
+    "subject",
+    "datacontenttype",
+    "dataschema",
+    "correlationid",
+    "causationid",
+    "traceparent",
+    "partitionkey",
+)
+
+
+def _checked_attributes(known: dict[str, Any], extensions: dict[str, str]) -> dict[str, Any] | None:
+    """The attributes of a well-formed record, checked without the model; None to validate fully.
+
+    Every record read from Kafka passes here, so the common case skips pydantic's machinery. Any
+    doubt (a missing or empty required attribute, an unusual type, a time without a zone, an
+    extension name) returns None and the model validates, producing its precise error.
+    """
+    for name in _REQUIRED_TEXT:
+        value = known.get(name)
+        if type(value) is not str or not value:
+            return None
+    for name in _OPTIONAL_TEXT:
+        value = known.get(name)
+        if value is not None and type(value) is not str:
+            return None
+    time = _aware_time(known["time"]) if "time" in known else utcnow()
+    if time is None or any(
+        not _EXTENSION_NAME.match(name) or name in CONTEXT_ATTRIBUTES + KNOWN_EXTENSIONS
+        for name in extensions
+    ):
+        return None
+    return {**known, "time": time, "specversion": SPEC_VERSION}
+
+
+def _aware_time(raw: Any) -> datetime | None:
+    """An RFC 3339 time with its zone, in UTC; None for anything else."""
+    if type(raw) is not str:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo is not None else None
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""Background workers: every registered sink's consumer group, in threads of one process.
+"""Background workers: every registered sink's consumer group and the outbox relay, in threads.
 
 Sinks are found through the `dictamesh.sinks` entry-point group (the catalog projector is
 registered there like any third-party sink). Run more processes with the same groups to scale out:
-partitions are spread over them.
+partitions are spread over them; outbox relays share the pending rows.
 """
 
 from __future__ import annotations
@@ -11,14 +11,27 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any
+from typing import Any, Protocol
 
 from workbench.events.consumer import ConsumerRunner, RunnerConfig
+from workbench.events.outbox import OutboxRelay
 from workbench.observability import get_logger
 from workbench.stack import Endpoints
 
 log = get_logger(__name__)
 ENTRY_POINT_GROUP = "dictamesh.sinks"
+RELAY = "outbox"
+
+
+class Worker(Protocol):
+    """Something that runs until told to stop."""
+
+    @property
+    def name(self) -> str: ...
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 def discover_sinks() -> dict[str, Callable[[], Any]]:
@@ -28,26 +41,26 @@ def discover_sinks() -> dict[str, Callable[[], Any]]:
 
 @dataclass
 class Workers:
-    """Consumer runners running in daemon threads; `stop()` shuts them down cleanly."""
+    """Workers running in daemon threads; `stop()` shuts them down cleanly."""
 
-    runners: list[ConsumerRunner[Any]]
+    runners: list[Worker]
     threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self) -> Workers:
         for runner in self.runners:
             thread = threading.Thread(
-                target=self._run, args=(runner,), daemon=True, name=f"consumer:{runner.sink.group}"
+                target=self._run, args=(runner,), daemon=True, name=f"worker:{runner.name}"
             )
             thread.start()
             self.threads.append(thread)
         return self
 
     @staticmethod
-    def _run(runner: ConsumerRunner[Any]) -> None:
+    def _run(runner: Worker) -> None:
         try:
             runner.run()
         except Exception:  # a dying worker must say why in the log
-            log.exception("consumer crashed", group=runner.sink.group)
+            log.exception("worker crashed", worker=runner.name)
 
     def stop(self, timeout: float = 30.0) -> None:
         for runner in self.runners:
@@ -58,15 +71,21 @@ class Workers:
 
 def build_runners(
     endpoints: Endpoints, names: list[str] | None = None, **config: Any
-) -> list[ConsumerRunner[Any]]:
+) -> list[Worker]:
+    """The named workers (default: every sink and the outbox relay)."""
     sinks = discover_sinks()
-    chosen = names or sorted(sinks)
-    unknown = [name for name in chosen if name not in sinks]
+    chosen = names or [*sorted(sinks), RELAY]
+    unknown = [name for name in chosen if name not in sinks and name != RELAY]
     if unknown:
         from workbench.errors import UnknownNameError
 
-        raise UnknownNameError("sink", unknown[0], sinks)
+        raise UnknownNameError("sink", unknown[0], [*sinks, RELAY])
     runner_config = RunnerConfig(
         bootstrap=endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url, **config
     )
-    return [ConsumerRunner(sinks[name](), runner_config) for name in chosen]
+    return [
+        OutboxRelay(endpoints.kafka_bootstrap, endpoints.postgres_url)
+        if name == RELAY
+        else ConsumerRunner(sinks[name](), runner_config)
+        for name in chosen
+    ]
