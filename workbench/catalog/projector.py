@@ -206,8 +206,7 @@ class _BatchPlan:
                 ("dictamesh_stage_log", self.log),
             ):
                 with cursor.copy(f"COPY {table} FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
+                    copy.write("".join(map(copy_text_line, rows)))
             cursor.execute(
                 """
                 INSERT INTO dictamesh_entity_catalog AS e
@@ -264,6 +263,39 @@ class _BatchPlan:
                     last_invalidation_reason = 'entity changed', updated_at = EXCLUDED.updated_at
                 """
             )
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def copy_text_line(values: Sequence[Any]) -> str:
+    """One row in COPY's text format; the types the projector stages, formatted in one pass.
+
+    psycopg's `write_row` adapts each value through its dumper registry, which dominated the
+    projector's Python time; the staged columns only hold the few types handled here.
+    """
+    return "\t".join(map(_copy_field, values)) + "\n"
+
+
+def _copy_field(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, list):
+        items = ",".join(
+            '"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"' for item in value
+        )
+        return ("{" + items + "}").translate(_COPY_ESCAPES)
+    if isinstance(value, int | uuid.UUID):
+        return str(value)
+    raise TypeError(f"cannot stage a {type(value).__name__} value")
 
 
 def _json(value: Any) -> str | None:
