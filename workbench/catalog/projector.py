@@ -268,6 +268,9 @@ class _BatchPlan:
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
+_COPY_CONSTANTS = {None: "\\N", True: "t", False: "f"}
+
+
 def copy_text_line(values: Sequence[Any]) -> str:
     """One row in COPY's text format; the types the projector stages, formatted in one pass.
 
@@ -278,12 +281,8 @@ def copy_text_line(values: Sequence[Any]) -> str:
 
 
 def _copy_field(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if value is True:
-        return "t"
-    if value is False:
-        return "f"
+    if value is None or value is True or value is False:  # identity: 1 and 0 are ints here
+        return _COPY_CONSTANTS[value]
     if isinstance(value, str):
         return value.translate(_COPY_ESCAPES)
     if isinstance(value, datetime):
