@@ -175,5 +175,7 @@ def test_reading_a_record_agrees_with_full_validation(attributes: dict[str, obje
         assert expected is None and read is None
     elif "time" in known:
         assert read == expected
+        assert read.model_dump(exclude_unset=True) == expected.model_dump(exclude_unset=True)
+        assert repr(read) == repr(expected)
     else:  # both stamp the reading time
         assert read.model_copy(update={"time": expected.time}) == expected
