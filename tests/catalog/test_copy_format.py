@@ -30,7 +30,9 @@ TABLE = (
 )
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(row=rows)
 def test_encoded_rows_read_back_like_psycopg_rows(stack: Endpoints, row: tuple[Any, ...]) -> None:
     values = (*row[:6], None if row[6] is None else orjson.dumps(row[6]).decode())
