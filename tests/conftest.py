@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +21,13 @@ for _name in list(os.environ):
 
 
 @pytest.fixture(scope="session")
-def stack_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("dictamesh-home")
+def stack_home() -> Iterator[Path]:
+    # Outside pytest's own temporary root: every pytest run (a nested one too) resets that root
+    # to mode 0700, which would lock the database server's unprivileged user out mid-session.
+    home = Path(tempfile.mkdtemp(prefix="dictamesh-tests-"))
     os.environ["DICTAMESH_HOME"] = str(home)
-    return home
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
