@@ -83,7 +83,11 @@ class ConsumedEvent:
 
 
 class Sink(Protocol, Generic[P]):
-    """What a consumer group keeps fresh. `prepare` is pure; `apply` runs inside the transaction."""
+    """What a consumer group keeps fresh.
+
+    `prepare` is pure and runs in the runner's reader thread, overlapping the previous batch's
+    `apply`; `apply` runs in the runner's thread, inside the batch's transaction.
+    """
 
     group: str
     topics: Sequence[str]
