@@ -241,12 +241,23 @@ def consume(
     sink: Annotated[
         list[str] | None, typer.Option("--sink", help="Only these sinks (default: all).")
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Run this many processes of the same consumer groups (about one per core); "
+            "the partitions are shared out between them.",
+        ),
+    ] = 1,
 ) -> None:
     """Run every projector (consumer group) until SIGTERM or Ctrl-C."""
     from workbench.client import connect
     from workbench.events.workers import build_runners
 
     workbench = connect(_settings())
+    if processes > 1:
+        _supervise_consumers(sink or [], processes)
+        return
     runners = build_runners(workbench.endpoints, sink)
     if len(runners) == 1:
         runners[0].run()  # in the main thread: SIGTERM stops it cleanly
@@ -262,6 +273,35 @@ def consume(
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     stop.wait()
     workers.stop()
+
+
+def _supervise_consumers(sinks: list[str], processes: int) -> None:
+    """Start `processes` single-process consumers and stop them all on SIGTERM or Ctrl-C.
+
+    One Python process applies a batch at a time; several share a group's partitions, so the
+    decoding work spreads over the cores while each partition keeps its order.
+    """
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    command = [sys.executable, "-c", "from workbench.cli import main; main()", "consume"]
+    for name in sinks:
+        command += ["--sink", name]
+    children = [subprocess.Popen(command) for _ in range(processes)]
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if any(child.poll() is not None for child in children):
+            break  # one died: stop the others rather than run short-handed
+    for child in children:
+        if child.poll() is None:
+            child.terminate()
+    codes = [child.wait(60) for child in children]
+    if any(code not in (0, -signal.SIGTERM) for code in codes):
+        raise typer.Exit(1)
 
 
 @demo_app.command("load")

@@ -71,22 +71,30 @@ def test_lag_counts_records_a_group_has_not_applied(workbench: Any, workers: Any
     assert _lag_of(workbench, group) == 0
 
 
-def test_consume_stops_cleanly_on_sigterm(stack: Any, workbench: Any) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_consume_stops_cleanly_on_sigterm(stack: Any, workbench: Any, processes: int) -> None:
+    import psutil
+
     process = subprocess.Popen(
-        [str(BIN / "dictamesh"), "consume", "--sink", "catalog"],
+        [str(BIN / "dictamesh"), "consume", "--sink", "catalog", "--processes", str(processes)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=os.environ.copy(),
     )
     assert process.stdout is not None
+    started = 0
     for line in process.stdout:
-        if "consumer started" in line:
+        started += "consumer started" in line
+        if started == processes:
             break
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert len(children) == (processes if processes > 1 else 0)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
-    assert "consumer stopped" in output
+    assert output.count("consumer stopped") == processes
+    assert not [child for child in children if child.is_running()]
 
 
 @pytest.fixture
