@@ -4,9 +4,11 @@
 
 One isolated embedded stack (tansu + PostgreSQL 16) serves both. The same binary-mode
 CloudEvents are produced once to the entity topics (for the DictaMesh catalog projector) and once
-to a topic of their own (for quixstreams' PostgreSQLSink). Each consumer starts after its topic
-is full; the clock runs from its start (group join included) until every event is queryable in
-Postgres. Then the projector's event-to-queryable latency is measured at a steady rate.
+to a topic of their own (for quixstreams' PostgreSQLSink). Each side runs as deployed, in its own
+processes (`dictamesh consume --sink catalog [--processes N]`; N quixstreams applications in one
+group), started after its topic is full; the clock runs from the start (imports and group join
+included) until every event is queryable in Postgres. Then the projector's event-to-queryable
+latency is measured at a steady rate.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ from urllib.parse import urlsplit
 import psycopg
 
 from benchmarks.common import Machine, entity_events, isolated_stack, wait_until
-from workbench.catalog.projector import CatalogProjector
-from workbench.events.consumer import PROGRESS_CHANNEL, ConsumerRunner, RunnerConfig
+from workbench.events.consumer import PROGRESS_CHANNEL
 from workbench.events.producer import EventProducer
 from workbench.events.topics import TopicSpec, ensure_topics
 from workbench.stack import Endpoints
 
 QUIX_TOPIC = "bench.quix"
 CONSUMER_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
+BATCH_SIZE = 5000  # records per transaction in the throughput run (DICTAMESH_CONSUMER_BATCH_SIZE)
 
 QUIX_APP = """
 import sys
@@ -72,24 +74,26 @@ def produce(endpoints: Endpoints, count: int) -> float:
     return 2 * count / (time.perf_counter() - started)
 
 
-def run_dictamesh(endpoints: Endpoints, count: int) -> dict[str, float]:
-    runner = ConsumerRunner(
-        CatalogProjector(),
-        RunnerConfig(
-            bootstrap=endpoints.kafka_bootstrap,
-            postgres_url=endpoints.postgres_url,
-            batch_size=5000,
-        ),
-    )
-    thread = threading.Thread(target=runner.run, daemon=True)
+def _dictamesh_command(processes: int) -> list[str]:
+    """The projector as deployed: `dictamesh consume --sink catalog [--processes N]`."""
+    command = [str(Path(sys.executable).with_name("dictamesh")), "consume", "--sink", "catalog"]
+    return [*command, "--processes", str(processes)] if processes > 1 else command
+
+
+def _timed_until_landed(
+    endpoints: Endpoints, processes: list[subprocess.Popen[bytes]], query: str, count: int
+) -> dict[str, float]:
+    """From the consumers' start until `query` counts `count` rows; then stop them."""
     started = time.perf_counter()
-    thread.start()
-    applied = "SELECT count(*) FROM dictamesh_event_log"
-    first = wait_until(lambda: _count(endpoints.postgres_url, applied) > 0, 120)
-    wait_until(lambda: _count(endpoints.postgres_url, applied) >= count, 1800)
-    total = time.perf_counter() - started
-    runner.stop()
-    thread.join(60)
+    try:
+        first = wait_until(lambda: _count(endpoints.postgres_url, query) > 0, 180)
+        wait_until(lambda: _count(endpoints.postgres_url, query) >= count, 1800)
+        total = time.perf_counter() - started
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(60)
     return {
         "total_s": total,
         "first_s": first,
@@ -98,7 +102,17 @@ def run_dictamesh(endpoints: Endpoints, count: int) -> dict[str, float]:
     }
 
 
-def run_quixstreams(endpoints: Endpoints, count: int) -> dict[str, float]:
+def run_dictamesh(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
+    environment = {**os.environ, "DICTAMESH_CONSUMER_BATCH_SIZE": str(BATCH_SIZE)}
+    consumer = subprocess.Popen(
+        _dictamesh_command(processes), env=environment, stdout=subprocess.DEVNULL
+    )
+    return _timed_until_landed(
+        endpoints, [consumer], "SELECT count(*) FROM dictamesh_event_log", count
+    )
+
+
+def run_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
     url = urlsplit(endpoints.postgres_url)
     args = [
         endpoints.kafka_bootstrap,
@@ -109,27 +123,15 @@ def run_quixstreams(endpoints: Endpoints, count: int) -> dict[str, float]:
         url.password or "",
         QUIX_TOPIC,
     ]
-    started = time.perf_counter()
-    process = subprocess.Popen(
-        [sys.executable, "-c", QUIX_APP, *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        landed = "SELECT count(*) FROM quix_events"
-        first = wait_until(lambda: _count(endpoints.postgres_url, landed) > 0, 180)
-        wait_until(lambda: _count(endpoints.postgres_url, landed) >= count, 1800)
-        total = time.perf_counter() - started
-    finally:
-        process.terminate()
-        process.wait(60)
-    return {
-        "total_s": total,
-        "first_s": first,
-        "events_per_s": count / total,
-        "steady_events_per_s": count / (total - first),
-    }
+    consumers = [
+        subprocess.Popen(
+            [sys.executable, "-c", QUIX_APP, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(processes)
+    ]
+    return _timed_until_landed(endpoints, consumers, "SELECT count(*) FROM quix_events", count)
 
 
 def latency_at_rate(endpoints: Endpoints, rate: int, seconds: float) -> dict[str, float]:
@@ -205,15 +207,19 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rate", type=int, default=2_000)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--processes", type=int, default=1, help="consumer processes on each side (same group)"
+    )
     options = parser.parse_args()
     os.environ.setdefault("DICTAMESH_LOG_LEVEL", "WARNING")
     with isolated_stack() as endpoints:
         produced = produce(endpoints, options.events)
-        ours = run_dictamesh(endpoints, options.events)
-        theirs = run_quixstreams(endpoints, options.events)
+        ours = run_dictamesh(endpoints, options.events, options.processes)
+        theirs = run_quixstreams(endpoints, options.events, options.processes)
         latency = latency_at_rate(endpoints, options.rate, options.seconds)
     print(f"machine: {Machine.current().description}")
     print(f"producer: {produced:,.0f} events/s ({options.events:,} events to each destination)")
+    print(f"consumer processes on each side: {options.processes}")
     print("| consumer | total s (join included) | events/s | events/s after first apply |")
     print("|---|---|---|---|")
     for name, result in (

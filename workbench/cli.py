@@ -210,7 +210,7 @@ def serve(
     load_credentials(settings, demo=demo)  # refuse before starting anything
     workbench = connect(settings)
     if consumers:
-        Workers(build_runners(workbench.endpoints)).start()
+        Workers(build_runners(workbench.endpoints, batch_size=settings.consumer_batch_size)).start()
 
     def announce(url: str, credentials: Any) -> None:
         out.print(f"DictaMesh Workbench dashboards: [bold]{url}[/]", highlight=False)
@@ -258,7 +258,9 @@ def consume(
     if processes > 1:
         _supervise_consumers(sink or [], processes)
         return
-    runners = build_runners(workbench.endpoints, sink)
+    runners = build_runners(
+        workbench.endpoints, sink, batch_size=workbench.settings.consumer_batch_size
+    )
     if len(runners) == 1:
         runners[0].run()  # in the main thread: SIGTERM stops it cleanly
         return

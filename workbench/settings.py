@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     lake_data_path: str | None = Field(
         default=None, description="Where DuckLake keeps Parquet files (default HOME/lake)."
     )
+    consumer_batch_size: int = Field(
+        default=500, ge=1, le=100_000, description="Records a consumer applies per transaction."
+    )
 
     master_key_source: str = Field(default="file")
     master_key: SecretStr | None = Field(default=None, description="With master_key_source=env.")
