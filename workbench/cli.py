@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workbench import __version__
+from workbench.config.cli import app as config_app
 from workbench.errors import DictaMeshError, SettingsError
 from workbench.settings import Settings, load_settings
 
@@ -37,6 +38,7 @@ demo_app = typer.Typer(help="Demo data, published through the real pipeline.", n
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(report_app, name="report")
 app.add_typer(demo_app, name="demo")
+app.add_typer(config_app, name="config")
 
 F = TypeVar("F", bound=Callable[..., Any])
 

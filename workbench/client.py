@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from sqlalchemy import Engine, text
@@ -19,6 +19,9 @@ from workbench.events.topics import ensure_topics
 from workbench.observability import HealthReport, record_health
 from workbench.settings import Settings, load_settings, redact_url
 from workbench.stack import Endpoints, Stack, ensure_up
+
+if TYPE_CHECKING:
+    from workbench.config.store import Config
 
 # Catalog tables counted on the Overview page and in the repr, with their display names.
 CATALOG_TABLES: dict[str, str] = {
@@ -79,6 +82,20 @@ class Workbench:
         named like a dataset (``namespace/name``) lists what the change would break.
         """
         return SchemaRegistry(self.engine)
+
+    @cached_property
+    def config(self) -> Config:
+        """Hierarchical configuration with versions, rollback, encrypted secrets and watchers."""
+        from workbench.config.secrets import provider_from_settings
+        from workbench.config.store import Config
+
+        return Config(
+            self.engine,
+            postgres_url=self.endpoints.postgres_url,
+            keys=lambda: provider_from_settings(self.settings),
+            redis_url=self.endpoints.redis_url,
+            bootstrap=self.endpoints.kafka_bootstrap,
+        )
 
     def ensure_topics(self) -> list[str]:
         """Create the backbone's topics (and dead-letter topics) that do not exist yet."""
@@ -165,6 +182,9 @@ class Workbench:
             del self.__dict__["producer"]  # lets librdkafka shut its client down now
             self.__dict__.pop("catalog", None)
             self.__dict__.pop("events", None)
+        if "config" in self.__dict__:
+            self.config.close()
+            del self.__dict__["config"]
         if "analytics" in self.__dict__:
             self.analytics.close()
             del self.__dict__["analytics"]
