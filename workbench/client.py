@@ -21,6 +21,7 @@ from workbench.settings import Settings, load_settings, redact_url
 from workbench.stack import Endpoints, Stack, ensure_up
 
 if TYPE_CHECKING:
+    from workbench.billing.service import Billing
     from workbench.config.store import Config
 
 # Catalog tables counted on the Overview page and in the repr, with their display names.
@@ -52,6 +53,13 @@ class Workbench:
         return EventProducer(
             self.endpoints.kafka_bootstrap, postgres_url=self.endpoints.postgres_url
         )
+
+    @cached_property
+    def billing(self) -> Billing:
+        """Plans, subscriptions, usage, invoices, payments, and MRR analytics of your own data."""
+        from workbench.billing.service import Billing
+
+        return Billing(self.engine, self.endpoints.kafka_bootstrap)
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -15,7 +15,15 @@ ADAPTER_EVENT = "dictamesh.adapter.event"
 LINEAGE = "dictamesh.lineage"
 
 ENTITY_TOPICS = (ENTITY_CREATED, ENTITY_UPDATED, ENTITY_DELETED)
-SEED_TOPICS = (*ENTITY_TOPICS, SCHEMA_CHANGED, ADAPTER_EVENT, LINEAGE)
+# Billing (workbench.billing): usage events in, subscription/invoice/payment events out.
+USAGE_RECORDED = "dictamesh.usage.recorded"
+BILLING_TOPICS = (
+    "dictamesh.billing.subscription",
+    "dictamesh.billing.invoice",
+    "dictamesh.billing.payment",
+    USAGE_RECORDED,
+)
+SEED_TOPICS = (*ENTITY_TOPICS, SCHEMA_CHANGED, ADAPTER_EVENT, LINEAGE, *BILLING_TOPICS)
 DLQ_SUFFIX = ".dlq"
 
 

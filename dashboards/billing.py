@@ -1,0 +1,211 @@
+"""Billing: MRR waterfall, MRR and customers over time, churn and retention, cohorts, invoices.
+
+The analytics are `wb.billing.analysis(...)` (ChartMogul definitions, docs/billing.md) over the
+workbench's own subscriptions; charts are inline SVG so the page works offline.
+"""
+
+from __future__ import annotations
+
+import html
+import uuid
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Any
+
+import panel as pn
+import polars as pl
+from workbench.dashboards.layout import Page
+
+from workbench.billing import charts
+from workbench.billing.mrr import CHURN_RECOGNITION
+
+if TYPE_CHECKING:
+    from workbench.client import Workbench
+
+INVOICE_STATUSES = ["all", "draft", "open", "paid", "void", "uncollectible"]
+
+
+def _months_back(today: date, months: int) -> date:
+    index = today.year * 12 + today.month - 1 - months
+    return date(index // 12, index % 12 + 1, 1)
+
+
+def _organizations(workbench: Workbench) -> list[str]:
+    frame = workbench.sql("SELECT id FROM dictamesh_billing_organizations ORDER BY id")
+    return ["all", *[str(v) for v in frame["id"].to_list()]] if frame.height else ["all"]
+
+
+def _display(frame: pl.DataFrame) -> Any:
+    """A pandas frame the browser table can serialise (Decimal money shown as numbers)."""
+    return frame.with_columns(
+        [
+            pl.col(name).cast(pl.Float64)
+            for name, dtype in frame.schema.items()
+            if dtype.is_decimal()
+        ]
+    ).to_pandas()
+
+
+def _kpis(metrics: pl.DataFrame) -> str:
+    if metrics.height == 0:
+        return "No subscriptions in this window."
+    last = metrics.row(-1, named=True)
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    return (
+        f"**MRR** {last['end_mrr']:,} {last['currency']} · **paying customers** "
+        f"{last['customers_end']} · **net new MRR** {last['net_new_mrr']:,} · **logo churn** "
+        f"{pct(last['logo_churn_rate'])} · **NRR** {pct(last['nrr'])} · **GRR** "
+        f"{pct(last['grr'])} · **ARPA** {last['arpa'] if last['arpa'] is not None else 'n/a'}"
+    )
+
+
+def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read top to bottom
+    billing = workbench.billing
+    today = datetime.now(UTC).date()
+    organization = pn.widgets.Select(
+        name="Organization", options=_organizations(workbench), value="all", width=180
+    )
+    currency = pn.widgets.TextInput(name="Reporting currency", value="USD", width=140)
+    start = pn.widgets.DatePicker(name="From", value=_months_back(today, 11), width=150)
+    end = pn.widgets.DatePicker(name="Until (exclusive)", value=_months_back(today, -1), width=150)
+    churn = pn.widgets.Select(name="Churn recognition", options=list(CHURN_RECOGNITION), width=200)
+    kpis = pn.pane.Markdown(css_classes=["dm-billing-kpis"], sizing_mode="stretch_width")
+    waterfall = pn.pane.HTML(css_classes=["dm-billing-waterfall-pane"])
+    mrr_chart = pn.pane.HTML(css_classes=["dm-billing-mrr-pane"])
+    rates_chart = pn.pane.HTML(css_classes=["dm-billing-rates-pane"])
+    cohorts = pn.pane.HTML(css_classes=["dm-billing-cohort-pane"])
+    top = pn.widgets.Tabulator(
+        pl.DataFrame().to_pandas(),
+        disabled=True,
+        show_index=False,
+        height=300,
+        css_classes=["dm-billing-top"],
+    )
+    metrics_table = pn.widgets.Tabulator(
+        pl.DataFrame().to_pandas(), disabled=True, show_index=False, height=300
+    )
+    error = pn.pane.Alert(visible=False, alert_type="danger")
+
+    status = pn.widgets.Select(name="Invoice status", options=INVOICE_STATUSES, width=160)
+    customer_filter = pn.widgets.TextInput(name="Customer contains", width=200)
+    invoices = pn.widgets.Tabulator(
+        pl.DataFrame().to_pandas(),
+        disabled=True,
+        show_index=False,
+        selectable=1,
+        pagination="remote",
+        page_size=20,
+        css_classes=["dm-billing-invoices"],
+    )
+    detail = pn.pane.HTML(css_classes=["dm-billing-invoice-detail"], sizing_mode="stretch_width")
+
+    def refresh_analytics(*_events: Any) -> None:
+        error.visible = False
+        try:
+            analysis = billing.analysis(
+                start=start.value,
+                end=end.value,
+                organization_id=None if organization.value == "all" else organization.value,
+                reporting_currency=currency.value.strip().upper() or "USD",
+                churn_recognition=churn.value,
+            )
+            metrics = analysis.metrics
+        except Exception as exc:  # shown to the user, who can fix the inputs
+            error.object = html.escape(str(exc))
+            error.visible = True
+            return
+        kpis.object = _kpis(metrics)
+        months = metrics["month"].to_list()
+        waterfall.object = charts.waterfall(metrics)
+        mrr_chart.object = charts.lines(
+            months,
+            {
+                "MRR": [float(v) for v in metrics["end_mrr"]],
+                "paying customers": [float(v) for v in metrics["customers_end"]],
+            },
+            "MRR and paying customers",
+            "dm-billing-mrr",
+        )
+        rates_chart.object = charts.lines(
+            months,
+            {
+                "NRR": metrics["nrr"].to_list(),
+                "GRR": metrics["grr"].to_list(),
+                "logo churn": metrics["logo_churn_rate"].to_list(),
+                "gross MRR churn": metrics["gross_mrr_churn_rate"].to_list(),
+            },
+            "Retention and churn rates (1 = 100 %)",
+            "dm-billing-rates",
+        )
+        cohorts.object = charts.heatmap(analysis.cohort_matrix())
+        top.value = _display(analysis.customer_mrr(top=20))
+        metrics_table.value = _display(metrics)
+
+    def refresh_invoices(*_events: Any) -> None:
+        org = organization.value
+        frames = [
+            billing.invoices(o, status=None if status.value == "all" else status.value)
+            for o in (_organizations(workbench)[1:] if org == "all" else [org])
+        ]
+        frame = pl.concat(frames) if frames else pl.DataFrame()
+        text = customer_filter.value.strip()
+        if text and frame.height:
+            frame = frame.filter(pl.col("customer").str.contains(text, literal=True))
+        invoices.value = _display(frame)
+        detail.object = "Select an invoice to see its lines."
+
+    def show_invoice(event: Any) -> None:
+        rows = event.new
+        if not rows or invoices.value is None or invoices.value.empty:
+            return
+        invoice_id = invoices.value.iloc[rows[0]]["id"]
+        invoice = billing.invoice(uuid.UUID(str(invoice_id)))
+        lines = "".join(
+            f"<tr><td>{html.escape(str(line['description']))}</td><td>{line['kind']}</td>"
+            f"<td>{line['quantity']}</td><td>{line['amount']}</td><td>{line['discount']}</td>"
+            f"<td>{line['tax']}</td></tr>"
+            for line in invoice.lines
+        )
+        detail.object = (
+            f"<h4>{html.escape(invoice.number or 'draft')} — {invoice.status}</h4>"
+            "<table><tr><th>line</th><th>kind</th><th>qty</th><th>amount</th><th>discount</th>"
+            f"<th>tax</th></tr>{lines}</table><p>subtotal {invoice.subtotal}, discount "
+            f"{invoice.discount}, tax {invoice.tax}, credits {invoice.credits_applied}, "
+            f"<b>due {invoice.amount_due} {invoice.currency}</b>, paid {invoice.amount_paid}</p>"
+        )
+
+    for widget in (organization, currency, start, end, churn):
+        widget.param.watch(refresh_analytics, "value")
+    for widget in (organization, status, customer_filter):
+        widget.param.watch(refresh_invoices, "value")
+    invoices.param.watch(show_invoice, "selection")
+    refresh_analytics()
+    refresh_invoices()
+    return [
+        pn.Row(organization, currency, start, end, churn),
+        error,
+        kpis,
+        waterfall,
+        pn.Row(mrr_chart, rates_chart),
+        pn.pane.Markdown("### Cohorts"),
+        cohorts,
+        pn.pane.Markdown("### Top customers by MRR"),
+        top,
+        pn.pane.Markdown("### Monthly metrics"),
+        metrics_table,
+        pn.pane.Markdown("### Invoices"),
+        pn.Row(status, customer_filter),
+        invoices,
+        detail,
+    ]
+
+
+PAGE = Page(
+    slug="billing",
+    title="Billing",
+    build=build,
+    order=40,
+    description="MRR movements, churn, retention, cohorts and invoices",
+)

@@ -1,0 +1,1900 @@
+"""Billing services over Postgres: customers, plans, subscriptions, usage, invoices, payments.
+
+Every command runs in one transaction together with its outbox rows (`workbench.events.outbox`),
+so the subscription, invoice and payment events on Kafka match the database exactly. Hooks
+registered with `Billing.on` (notifications: invoice issued, payment failed, trial ending) run
+after the commit.
+"""
+
+from __future__ import annotations
+
+import calendar
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal, Protocol
+
+import orjson
+import polars as pl
+from sqlalchemy import Connection, Engine, text
+
+from workbench.billing.currencies import is_currency
+from workbench.billing.errors import BillingError, BillingInputError
+from workbench.billing.mrr import INTERVALS, MrrAnalysis, analyse
+from workbench.billing.pricing import (
+    Charge,
+    Coupon,
+    LineInput,
+    charge_from_json,
+    charge_to_json,
+    invoice_totals,
+    price,
+    proration_for_change,
+)
+from workbench.events.envelope import CloudEvent
+from workbench.events.outbox import OUTBOX_CHANNEL, enqueue
+from workbench.events.topics import BILLING_TOPICS, TopicSpec, dead_letter_topic, ensure_topics
+
+SOURCE = "/dictamesh/billing"
+SUBSCRIPTION_TOPIC, INVOICE_TOPIC, PAYMENT_TOPIC, USAGE_TOPIC = BILLING_TOPICS
+AGGREGATIONS = ("count", "sum", "max", "unique_count", "latest")
+Aggregation = Literal["count", "sum", "max", "unique_count", "latest"]
+ZERO = Decimal(0)
+
+# Invoice lifecycle (Stripe): draft -> open -> paid | void | uncollectible;
+# uncollectible -> paid | void.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    "draft": frozenset({"open"}),
+    "open": frozenset({"paid", "void", "uncollectible"}),
+    "uncollectible": frozenset({"paid", "void"}),
+    "paid": frozenset(),
+    "void": frozenset(),
+}
+
+
+def billing_topics() -> list[TopicSpec]:
+    specs = [TopicSpec(name) for name in BILLING_TOPICS]
+    return specs + [TopicSpec(dead_letter_topic(name), 1) for name in BILLING_TOPICS]
+
+
+def _utc(value: datetime | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def add_interval(start: datetime, interval: str, count: int = 1) -> datetime:
+    """`start` plus `count` billing intervals (calendar months, end-of-month clamped)."""
+    if interval == "week":
+        return start + timedelta(weeks=count)
+    months = start.month - 1 + INTERVALS[interval] * count
+    year, month = start.year + months // 12, months % 12 + 1
+    day = min(start.day, calendar.monthrange(year, month)[1])
+    return start.replace(year=year, month=month, day=day)
+
+
+@dataclass(frozen=True)
+class PlanCharge:
+    """A usage charge of a plan: how much `metric` costs per billing period."""
+
+    metric: str
+    charge: Charge
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Invoice:
+    id: uuid.UUID
+    organization_id: str
+    customer_id: uuid.UUID
+    subscription_id: uuid.UUID | None
+    number: str | None
+    status: str
+    currency: str
+    period_start: datetime | None
+    period_end: datetime | None
+    subtotal: Decimal
+    discount: Decimal
+    tax: Decimal
+    total: Decimal
+    credits_applied: Decimal
+    amount_due: Decimal
+    amount_paid: Decimal
+    lines: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+    def __repr__(self) -> str:
+        return (
+            f"Invoice({self.number or 'draft'}, {self.status}, {self.amount_due} {self.currency})"
+        )
+
+
+@dataclass(frozen=True)
+class ProviderResult:
+    succeeded: bool
+    reference: str | None = None
+    failure_reason: str | None = None
+
+
+class PaymentProvider(Protocol):
+    """Collects and refunds money; the workbench records what it answers."""
+
+    name: str
+
+    def charge(self, invoice: Invoice, amount: Decimal, idempotency_key: str) -> ProviderResult:
+        """Collect `amount` for `invoice`."""
+        ...
+
+    def refund(
+        self, reference: str | None, amount: Decimal, idempotency_key: str
+    ) -> ProviderResult:
+        """Give back `amount` of an earlier payment."""
+        ...
+
+
+@dataclass
+class ManualProvider:
+    """Payments recorded by hand (bank transfer, cheque): they succeed unless told to fail."""
+
+    name: str = "manual"
+    fail_with: str | None = None
+
+    def charge(self, invoice: Invoice, amount: Decimal, idempotency_key: str) -> ProviderResult:
+        if self.fail_with:
+            return ProviderResult(False, None, self.fail_with)
+        return ProviderResult(True, f"manual-{idempotency_key}")
+
+    def refund(
+        self, reference: str | None, amount: Decimal, idempotency_key: str
+    ) -> ProviderResult:
+        return ProviderResult(True, f"manual-refund-{idempotency_key}")
+
+
+Hook = Callable[[str, dict[str, Any]], None]
+
+
+class Billing:
+    """The billing services of one installation (``wb.billing``)."""
+
+    def __init__(self, engine: Engine, bootstrap: str | None = None) -> None:
+        self.engine = engine
+        self.bootstrap = bootstrap
+        self._hooks: dict[str, list[Hook]] = defaultdict(list)
+
+    def __repr__(self) -> str:
+        return "Billing()"
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def ensure_topics(self) -> list[str]:
+        if self.bootstrap is None:
+            return []
+        return ensure_topics(self.bootstrap, billing_topics())
+
+    def on(self, event_type: str, hook: Hook) -> None:
+        """Call `hook(event_type, data)` after a commit that emitted `event_type` (or "*")."""
+        self._hooks[event_type].append(hook)
+
+    def _emit(
+        self,
+        conn: Connection,
+        pending: list[tuple[str, dict[str, Any]]],
+        topic: str,
+        event_type: str,
+        key: str,
+        data: dict[str, Any],
+    ) -> None:
+        event = CloudEvent(
+            source=SOURCE,
+            type=f"dictamesh.billing.{event_type}",
+            partitionkey=key,
+            subject=key,
+            data=orjson.loads(orjson.dumps(data, default=str)),
+        )
+        enqueue(conn, topic, event)
+        pending.append((event_type, data))
+
+    def _emit_many(
+        self,
+        conn: Connection,
+        pending: list[tuple[str, dict[str, Any]]],
+        topic: str,
+        event_type: str,
+        items: Sequence[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """`_emit` for a batch: one multi-row outbox insert and one wake-up of the relay."""
+        rows = []
+        for key, data in items:
+            event = CloudEvent(
+                source=SOURCE,
+                type=f"dictamesh.billing.{event_type}",
+                partitionkey=key,
+                subject=key,
+                data=orjson.loads(orjson.dumps(data, default=str)),
+            )
+            record = event.to_kafka("binary")
+            headers = [
+                [name, value.decode() if isinstance(value, bytes) else value]
+                for name, value in record.headers
+            ]
+            rows.append(
+                {
+                    "topic": topic,
+                    "event_id": event.id,
+                    "key": record.key,
+                    "value": record.value,
+                    "headers": orjson.dumps(headers).decode(),
+                }
+            )
+            pending.append((event_type, data))
+        if not rows:
+            return
+        conn.execute(
+            text(
+                "INSERT INTO dictamesh_outbox (topic, event_id, record_key, record_value, headers) "
+                "VALUES (:topic, :event_id, :key, :value, CAST(:headers AS jsonb))"
+            ),
+            rows,
+        )
+        conn.execute(
+            text("SELECT pg_notify(:channel, :topic)"), {"channel": OUTBOX_CHANNEL, "topic": topic}
+        )
+
+    def _run_hooks(self, pending: list[tuple[str, dict[str, Any]]]) -> None:
+        for event_type, data in pending:
+            for hook in [*self._hooks.get(event_type, []), *self._hooks.get("*", [])]:
+                hook(event_type, data)
+
+    # -- organizations, customers, metrics, plans -------------------------------------------------
+    def create_organization(
+        self,
+        organization_id: str,
+        name: str,
+        currency: str = "USD",
+        invoice_prefix: str | None = None,
+    ) -> None:
+        _check_currency(currency, organization_id)
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_organizations (id, name, currency, "
+                    "invoice_prefix) "
+                    "VALUES (:id, :name, :currency, :prefix) ON CONFLICT (id) DO NOTHING"
+                ),
+                {
+                    "id": organization_id,
+                    "name": name,
+                    "currency": currency,
+                    "prefix": invoice_prefix or organization_id.upper()[:8],
+                },
+            )
+
+    def create_customer(
+        self,
+        organization_id: str,
+        external_id: str,
+        name: str,
+        *,
+        currency: str = "USD",
+        email: str | None = None,
+        tax_rate: Decimal = ZERO,
+        credit_balance: Decimal = ZERO,
+    ) -> uuid.UUID:
+        """Create (or return) the customer `external_id` of the organization."""
+        _check_currency(currency, external_id)
+        if tax_rate < 0:
+            raise BillingInputError(
+                external_id, "tax_rate", tax_rate, "is negative", remedy="use >= 0."
+            )
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_customers (organization_id, external_id, name, "
+                    "email, currency, tax_rate, credit_balance) VALUES (:org, :ext, :name, :email, "
+                    ":currency, :tax, :credit) ON CONFLICT (organization_id, external_id) "
+                    "DO UPDATE SET name = EXCLUDED.name RETURNING id"
+                ),
+                {
+                    "org": organization_id,
+                    "ext": external_id,
+                    "name": name,
+                    "email": email,
+                    "currency": currency,
+                    "tax": tax_rate,
+                    "credit": credit_balance,
+                },
+            ).scalar_one()
+        return uuid.UUID(str(row))
+
+    def create_metric(
+        self,
+        organization_id: str,
+        code: str,
+        aggregation: Aggregation,
+        *,
+        name: str | None = None,
+        field_name: str | None = None,
+    ) -> None:
+        """A billable metric: usage of `code` aggregated by count, sum, max, unique or latest."""
+        if aggregation not in AGGREGATIONS:
+            raise BillingInputError(
+                code,
+                "aggregation",
+                aggregation,
+                "is not an aggregation",
+                remedy=f"use one of {', '.join(AGGREGATIONS)}.",
+            )
+        if aggregation == "unique_count" and not field_name:
+            raise BillingInputError(
+                code,
+                "field_name",
+                field_name,
+                "is required for unique_count",
+                remedy="name the event property whose distinct values are counted.",
+            )
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_metrics (organization_id, code, name, "
+                    "aggregation, "
+                    "field_name) VALUES (:org, :code, :name, :agg, :field) "
+                    "ON CONFLICT (organization_id, code) DO UPDATE SET aggregation = "
+                    "EXCLUDED.aggregation, "
+                    "field_name = EXCLUDED.field_name"
+                ),
+                {
+                    "org": organization_id,
+                    "code": code,
+                    "name": name or code,
+                    "agg": aggregation,
+                    "field": field_name,
+                },
+            )
+
+    def create_plan(
+        self,
+        organization_id: str,
+        code: str,
+        name: str,
+        *,
+        amount: Decimal,
+        currency: str = "USD",
+        interval: str = "month",
+        trial_days: int = 0,
+        charges: Sequence[PlanCharge] = (),
+    ) -> int:
+        """A new version of plan `code` (1 for a new plan); existing subscriptions keep theirs."""
+        _check_currency(currency, code)
+        if interval not in INTERVALS:
+            raise BillingInputError(
+                code,
+                "interval",
+                interval,
+                "is not a billing interval",
+                remedy=f"use one of {', '.join(INTERVALS)}.",
+            )
+        if amount < 0:
+            raise BillingInputError(code, "amount", amount, "is negative", remedy="use >= 0.")
+        with self.engine.begin() as conn:
+            known = set(
+                conn.execute(
+                    text("SELECT code FROM dictamesh_billing_metrics WHERE organization_id = :org"),
+                    {"org": organization_id},
+                ).scalars()
+            )
+            for i, pc in enumerate(charges):
+                if pc.metric not in known:
+                    raise BillingInputError(
+                        f"{code} charge {i}",
+                        "metric",
+                        pc.metric,
+                        "is not a billable metric",
+                        remedy="create it first with create_metric.",
+                    )
+            version = conn.execute(
+                text(
+                    "SELECT coalesce(max(version), 0) + 1 FROM dictamesh_billing_plans "
+                    "WHERE organization_id = :org AND code = :code"
+                ),
+                {"org": organization_id, "code": code},
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_plans (organization_id, code, version, name, "
+                    "currency, interval, amount, trial_days, charges) VALUES (:org, :code, "
+                    ":version, "
+                    ":name, :currency, :interval, :amount, :trial, CAST(:charges AS jsonb))"
+                ),
+                {
+                    "org": organization_id,
+                    "code": code,
+                    "version": version,
+                    "name": name,
+                    "currency": currency,
+                    "interval": interval,
+                    "amount": amount,
+                    "trial": trial_days,
+                    "charges": orjson.dumps(
+                        [
+                            {
+                                "metric": c.metric,
+                                "description": c.description,
+                                "charge": charge_to_json(c.charge),
+                            }
+                            for c in charges
+                        ]
+                    ).decode(),
+                },
+            )
+        return int(version)
+
+    # -- subscriptions -----------------------------------------------------------------------------
+    def subscribe(
+        self,
+        organization_id: str,
+        customer_external_id: str,
+        plan_code: str,
+        *,
+        at: datetime | None = None,
+        trial_days: int | None = None,
+        discount_amount: Decimal = ZERO,
+    ) -> uuid.UUID:
+        """Start a subscription on the newest version of `plan_code` (trialing with a trial)."""
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            customer = self._customer(conn, organization_id, customer_external_id)
+            plan = self._plan(conn, organization_id, plan_code)
+            trial = plan["trial_days"] if trial_days is None else trial_days
+            trial_end = at + timedelta(days=trial) if trial > 0 else None
+            period_end = trial_end or add_interval(at, plan["interval"])
+            sub_id = conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_subscriptions (organization_id, customer_id, "
+                    "plan_id, "
+                    "status, started_at, current_period_start, current_period_end, trial_end, "
+                    "discount_amount) VALUES (:org, :customer, :plan, :status, :at, :at, :end, "
+                    ":trial_end, :discount) RETURNING id"
+                ),
+                {
+                    "org": organization_id,
+                    "customer": customer["id"],
+                    "plan": plan["id"],
+                    "status": "trialing" if trial_end else "active",
+                    "at": at,
+                    "end": period_end,
+                    "trial_end": trial_end,
+                    "discount": discount_amount,
+                },
+            ).scalar_one()
+            if trial_end:
+                self._open_interval(
+                    conn,
+                    organization_id,
+                    sub_id,
+                    customer["id"],
+                    plan,
+                    at,
+                    discount_amount,
+                    trial=True,
+                    until=trial_end,
+                )
+            self._open_interval(
+                conn,
+                organization_id,
+                sub_id,
+                customer["id"],
+                plan,
+                trial_end or at,
+                discount_amount,
+            )
+            data = {
+                "subscription_id": str(sub_id),
+                "organization_id": organization_id,
+                "customer": customer_external_id,
+                "plan": plan_code,
+                "plan_version": plan["version"],
+                "status": "trialing" if trial_end else "active",
+                "at": at.isoformat(),
+            }
+            self._emit(conn, pending, SUBSCRIPTION_TOPIC, "subscription.created", str(sub_id), data)
+        self._run_hooks(pending)
+        return uuid.UUID(str(sub_id))
+
+    def change_plan(
+        self, subscription_id: uuid.UUID, plan_code: str, *, at: datetime | None = None
+    ) -> dict[str, Decimal]:
+        """Upgrade or downgrade now: prorated credit and charge lines go on the next invoice."""
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            sub = self._subscription(conn, subscription_id, lock=True)
+            self._require_status(sub, {"active", "trialing", "past_due"}, "change its plan")
+            old = self._plan_by_id(conn, sub["plan_id"])
+            new = self._plan(conn, sub["organization_id"], plan_code)
+            if new["currency"] != old["currency"]:
+                raise BillingInputError(
+                    str(subscription_id),
+                    "plan",
+                    plan_code,
+                    f"is in {new['currency']}, the subscription in {old['currency']}",
+                    remedy="cancel and start a new subscription to change currency.",
+                )
+            lines = proration_for_change(
+                Decimal(old["amount"]),
+                Decimal(new["amount"]),
+                sub["current_period_start"],
+                sub["current_period_end"],
+                at,
+                old["currency"],
+            )
+            items = list(sub["pending_items"]) if sub["status"] != "trialing" else []
+            if sub["status"] != "trialing":
+                items += [
+                    {
+                        "description": f"Unused time on {old['name']}",
+                        "amount": str(lines.credit),
+                        "kind": "proration",
+                    },
+                    {
+                        "description": f"Remaining time on {new['name']}",
+                        "amount": str(lines.charge),
+                        "kind": "proration",
+                    },
+                ]
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_subscriptions SET plan_id = :plan, pending_items = "
+                    "CAST(:items AS jsonb), updated_at = now() WHERE id = :id"
+                ),
+                {"plan": new["id"], "items": orjson.dumps(items).decode(), "id": subscription_id},
+            )
+            self._close_intervals(conn, subscription_id, at)
+            self._open_interval(
+                conn,
+                sub["organization_id"],
+                subscription_id,
+                sub["customer_id"],
+                new,
+                at,
+                Decimal(sub["discount_amount"]),
+                trial=sub["status"] == "trialing",
+                until=sub["trial_end"],
+            )
+            if sub["status"] == "trialing" and sub["trial_end"]:
+                self._open_interval(
+                    conn,
+                    sub["organization_id"],
+                    subscription_id,
+                    sub["customer_id"],
+                    new,
+                    sub["trial_end"],
+                    Decimal(sub["discount_amount"]),
+                )
+            kind = "upgraded" if Decimal(new["amount"]) >= Decimal(old["amount"]) else "downgraded"
+            self._emit(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                f"subscription.{kind}",
+                str(subscription_id),
+                {
+                    "subscription_id": str(subscription_id),
+                    "from": old["code"],
+                    "to": plan_code,
+                    "credit": lines.credit,
+                    "charge": lines.charge,
+                    "at": at.isoformat(),
+                },
+            )
+        self._run_hooks(pending)
+        return {"credit": lines.credit, "charge": lines.charge}
+
+    def cancel(
+        self, subscription_id: uuid.UUID, *, at: datetime | None = None, at_period_end: bool = False
+    ) -> None:
+        """Cancel now, or at the end of the current period (MRR ends then)."""
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            sub = self._subscription(conn, subscription_id, lock=True)
+            self._require_status(sub, {"active", "trialing", "past_due", "paused"}, "cancel it")
+            if at_period_end:
+                ends = sub["current_period_end"]
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_subscriptions SET cancel_at_period_end = true, "
+                        "cancel_scheduled_at = :at, updated_at = now() WHERE id = :id"
+                    ),
+                    {"at": at, "id": subscription_id},
+                )
+                self._close_intervals(conn, subscription_id, ends, scheduled=at)
+                event = "subscription.cancel_scheduled"
+            else:
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_subscriptions SET status = 'canceled', ended_at "
+                        "= :at, "
+                        "updated_at = now() WHERE id = :id"
+                    ),
+                    {"at": at, "id": subscription_id},
+                )
+                self._close_intervals(conn, subscription_id, at)
+                event = "subscription.canceled"
+            self._emit(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                event,
+                str(subscription_id),
+                {
+                    "subscription_id": str(subscription_id),
+                    "at": at.isoformat(),
+                    "at_period_end": at_period_end,
+                },
+            )
+        self._run_hooks(pending)
+
+    def pause(self, subscription_id: uuid.UUID, *, at: datetime | None = None) -> None:
+        """Pause collection: no MRR and no invoices until `resume`."""
+        at = _utc(at)
+        self._set_status(subscription_id, "paused", {"active", "past_due"}, at, close=True)
+
+    def resume(self, subscription_id: uuid.UUID, *, at: datetime | None = None) -> None:
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            sub = self._subscription(conn, subscription_id, lock=True)
+            self._require_status(sub, {"paused"}, "resume it")
+            plan = self._plan_by_id(conn, sub["plan_id"])
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_subscriptions SET status = 'active', "
+                    "current_period_start = :at, "
+                    "current_period_end = :end, updated_at = now() WHERE id = :id"
+                ),
+                {"at": at, "end": add_interval(at, plan["interval"]), "id": subscription_id},
+            )
+            self._open_interval(
+                conn,
+                sub["organization_id"],
+                subscription_id,
+                sub["customer_id"],
+                plan,
+                at,
+                Decimal(sub["discount_amount"]),
+            )
+            self._emit(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                "subscription.resumed",
+                str(subscription_id),
+                {"subscription_id": str(subscription_id), "at": at.isoformat()},
+            )
+        self._run_hooks(pending)
+
+    def trials_ending(
+        self,
+        organization_id: str,
+        *,
+        within: timedelta = timedelta(days=3),
+        now: datetime | None = None,
+    ) -> list[uuid.UUID]:
+        """Subscriptions whose trial ends within `within`; emits ``subscription.trial_ending``."""
+        now = _utc(now)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            ids = list(
+                conn.execute(
+                    text(
+                        "SELECT id FROM dictamesh_billing_subscriptions WHERE organization_id = "
+                        ":org "
+                        "AND status = 'trialing' AND trial_end > :now AND trial_end <= :until"
+                    ),
+                    {"org": organization_id, "now": now, "until": now + within},
+                ).scalars()
+            )
+            for sub_id in ids:
+                self._emit(
+                    conn,
+                    pending,
+                    SUBSCRIPTION_TOPIC,
+                    "subscription.trial_ending",
+                    str(sub_id),
+                    {"subscription_id": str(sub_id)},
+                )
+        self._run_hooks(pending)
+        return [uuid.UUID(str(i)) for i in ids]
+
+    def subscription(self, subscription_id: uuid.UUID) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return self._subscription(conn, subscription_id)
+
+    # -- usage -------------------------------------------------------------------------------------
+    def record_usage(
+        self,
+        organization_id: str,
+        event_id: str,
+        customer_external_id: str,
+        metric_code: str,
+        value: Decimal | int | str | None = None,
+        *,
+        occurred_at: datetime | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> bool:
+        """Record one usage event; False when `event_id` was already recorded (no second effect)."""
+        with self.engine.begin() as conn:
+            return record_usage(
+                conn,
+                organization_id,
+                event_id,
+                customer_external_id,
+                metric_code,
+                value,
+                occurred_at=_utc(occurred_at),
+                properties=properties,
+            )
+
+    def usage(
+        self, customer_id: uuid.UUID, metric_code: str, start: datetime, end: datetime
+    ) -> Decimal:
+        """The metric's aggregate over ``[start, end)`` for one customer."""
+        with self.engine.connect() as conn:
+            aggregates = _usage_aggregates(conn, [customer_id], start, end)
+        return aggregates.get((customer_id, metric_code), ZERO)
+
+    # -- invoices ----------------------------------------------------------------------------------
+    def generate_invoices(  # noqa: PLR0912, PLR0915 - one transaction, read top to bottom
+        self,
+        organization_id: str,
+        *,
+        subscription_ids: Sequence[uuid.UUID] | None = None,
+        coupons: Sequence[Coupon] = (),
+        finalize: bool = True,
+        at: datetime | None = None,
+    ) -> list[Invoice]:
+        """Invoice the current period of the organization's subscriptions, then advance them.
+
+        One transaction for the whole batch: plan fees, usage charges (aggregated in SQL),
+        pending proration lines, coupons, tax and credits; numbers are sequential per
+        organization. Subscriptions set to cancel at period end are canceled.
+        """
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        invoices: list[Invoice] = []
+        with self.engine.begin() as conn:
+            query = (
+                "SELECT s.*, p.code AS plan_code, p.name AS plan_name, p.amount AS plan_amount, "
+                "p.currency, p.interval, p.charges, c.tax_rate, c.credit_balance, c.external_id "
+                "FROM dictamesh_billing_subscriptions s JOIN dictamesh_billing_plans p ON p.id = "
+                "s.plan_id "
+                "JOIN dictamesh_billing_customers c ON c.id = s.customer_id "
+                "WHERE s.organization_id = :org AND s.status IN ('active', 'past_due', 'trialing') "
+            )
+            params: dict[str, Any] = {"org": organization_id}
+            if subscription_ids is not None:
+                query += "AND s.id = ANY(:ids) "
+                params["ids"] = list(subscription_ids)
+            subs = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(query + "ORDER BY s.created_at, s.id FOR UPDATE OF s"), params
+                )
+            ]
+            if not subs:
+                return []
+            periods = {(s["current_period_start"], s["current_period_end"]) for s in subs}
+            usage: dict[tuple[uuid.UUID, str], Decimal] = {}
+            for start, end in periods:
+                customers = [
+                    s["customer_id"]
+                    for s in subs
+                    if (s["current_period_start"], s["current_period_end"]) == (start, end)
+                ]
+                usage.update(_usage_aggregates(conn, customers, start, end))
+            credit_left: dict[uuid.UUID, Decimal] = {}
+            plan_charges: dict[Any, list[tuple[dict[str, Any], Charge]]] = {}
+            initial_credit = {s["customer_id"]: Decimal(s["credit_balance"]) for s in subs}
+            drafts: list[tuple[dict[str, Any], Any]] = []
+            for sub in subs:
+                lines: list[LineInput] = []
+                tax_rate = Decimal(sub["tax_rate"])
+                if sub["status"] != "trialing":
+                    fee = Decimal(sub["plan_amount"]) - Decimal(sub["discount_amount"])
+                    lines.append(
+                        LineInput(
+                            f"{sub['plan_name']} ({sub['interval']}ly)",
+                            max(fee, ZERO),
+                            tax_rate,
+                            "subscription",
+                        )
+                    )
+                if sub["plan_id"] not in plan_charges:
+                    plan_charges[sub["plan_id"]] = [
+                        (pc, charge_from_json(pc["charge"])) for pc in sub["charges"]
+                    ]
+                for pc, charge in plan_charges[sub["plan_id"]]:
+                    quantity = usage.get((sub["customer_id"], pc["metric"]), ZERO)
+                    amount = (
+                        price(charge, amount=quantity, transactions=0)
+                        if charge.model == "percentage"
+                        else price(charge, quantity)
+                    )
+                    lines.append(
+                        LineInput(
+                            pc.get("description") or pc["metric"],
+                            amount,
+                            tax_rate,
+                            "usage",
+                            quantity,
+                        )
+                    )
+                for item in sub["pending_items"]:
+                    lines.append(
+                        LineInput(
+                            item["description"],
+                            Decimal(item["amount"]),
+                            tax_rate,
+                            item.get("kind", "proration"),
+                            discountable=False,
+                        )
+                    )
+                balance = credit_left.setdefault(sub["customer_id"], Decimal(sub["credit_balance"]))
+                totals = invoice_totals(
+                    lines, sub["currency"], coupons=coupons, credit_balance=balance
+                )
+                credit_left[sub["customer_id"]] = balance - totals.credits_applied
+                drafts.append((sub, totals))
+            numbers: list[str | None] = [None] * len(drafts)
+            if finalize:
+                row = conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_organizations SET next_invoice_number = "
+                        "next_invoice_number + :n "
+                        "WHERE id = :org RETURNING next_invoice_number - :n, invoice_prefix"
+                    ),
+                    {"n": len(drafts), "org": organization_id},
+                ).one()
+                numbers = [f"{row[1]}-{int(row[0]) + i:06d}" for i in range(len(drafts))]
+            invoice_rows = []
+            line_rows = []
+            for (sub, totals), number in zip(drafts, numbers, strict=True):
+                invoice_id = uuid.uuid4()
+                status = "draft" if not finalize else ("paid" if totals.amount_due == 0 else "open")
+                invoice_rows.append(
+                    (
+                        invoice_id,
+                        organization_id,
+                        sub["customer_id"],
+                        sub["id"],
+                        number,
+                        status,
+                        totals.currency,
+                        sub["current_period_start"],
+                        sub["current_period_end"],
+                        totals.subtotal,
+                        totals.discount,
+                        totals.tax,
+                        totals.total,
+                        totals.credits_applied,
+                        totals.amount_due,
+                        orjson.dumps(list(totals.coupons)).decode(),
+                        at if finalize else None,
+                        at + timedelta(days=30) if finalize else None,
+                        at if status == "paid" else None,
+                    )
+                )
+                for position, line in enumerate(totals.lines):
+                    line_rows.append(
+                        (
+                            invoice_id,
+                            position,
+                            line.description,
+                            line.kind,
+                            line.quantity,
+                            line.amount,
+                            line.discount,
+                            line.tax_rate,
+                            line.tax,
+                        )
+                    )
+                invoices.append(
+                    Invoice(
+                        invoice_id,
+                        organization_id,
+                        sub["customer_id"],
+                        sub["id"],
+                        number,
+                        status,
+                        totals.currency,
+                        sub["current_period_start"],
+                        sub["current_period_end"],
+                        totals.subtotal,
+                        totals.discount,
+                        totals.tax,
+                        totals.total,
+                        totals.credits_applied,
+                        totals.amount_due,
+                        ZERO,
+                        tuple(line.__dict__ for line in totals.lines),
+                    )
+                )
+            _copy_rows(conn, "dictamesh_billing_invoices", INVOICE_COLUMNS, invoice_rows)
+            _copy_rows(conn, "dictamesh_billing_invoice_lines", LINE_COLUMNS, line_rows)
+            if finalize:
+                used = [
+                    {"id": customer, "balance": balance}
+                    for customer, balance in credit_left.items()
+                    if balance != initial_credit[customer]
+                ]
+                if used:
+                    conn.execute(
+                        text(
+                            "UPDATE dictamesh_billing_customers SET credit_balance = :balance "
+                            "WHERE id = :id"
+                        ),
+                        used,
+                    )
+                self._advance_periods(conn, subs)
+                self._emit_many(
+                    conn,
+                    pending,
+                    INVOICE_TOPIC,
+                    "invoice.issued",
+                    [(str(invoice.id), _invoice_event(invoice)) for invoice in invoices],
+                )
+        self._run_hooks(pending)
+        return invoices
+
+    def _advance_periods(self, conn: Connection, subs: list[dict[str, Any]]) -> None:
+        ids, starts, ends, statuses, ended = [], [], [], [], []
+        for sub in subs:
+            start = sub["current_period_end"]
+            ending = sub["cancel_at_period_end"]
+            ids.append(sub["id"])
+            starts.append(start)
+            ends.append(add_interval(start, sub["interval"]))
+            statuses.append(
+                "canceled"
+                if ending
+                else ("active" if sub["status"] == "trialing" else sub["status"])
+            )
+            ended.append(start if ending else None)
+        conn.execute(
+            text(
+                "UPDATE dictamesh_billing_subscriptions s SET current_period_start = u.start, "
+                "current_period_end = u.stop, status = u.status, ended_at = u.ended, "
+                "pending_items = '[]'::jsonb, updated_at = now() FROM unnest(CAST(:ids AS uuid[]), "
+                "CAST(:starts AS timestamptz[]), CAST(:ends AS timestamptz[]), CAST(:statuses AS "
+                "text[]), "
+                "CAST(:ended AS timestamptz[])) AS u(id, start, stop, status, ended) WHERE s.id = "
+                "u.id"
+            ),
+            {"ids": ids, "starts": starts, "ends": ends, "statuses": statuses, "ended": ended},
+        )
+
+    def invoice(self, invoice_id: uuid.UUID) -> Invoice:
+        with self.engine.connect() as conn:
+            return _load_invoice(conn, invoice_id)
+
+    def invoices(self, organization_id: str, *, status: str | None = None) -> pl.DataFrame:
+        """Invoices of the organization, newest first, with the customer's external id."""
+        query = (
+            "SELECT i.number, i.status, c.external_id AS customer, i.currency, i.subtotal, "
+            "i.discount, "
+            "i.tax, i.total, i.credits_applied, i.amount_due, i.amount_paid, i.amount_refunded, "
+            "i.period_start, i.period_end, i.issued_at, i.paid_at, i.id::text AS id FROM "
+            "dictamesh_billing_invoices i "
+            "JOIN dictamesh_billing_customers c ON c.id = i.customer_id WHERE i.organization_id = "
+            ":org"
+        )
+        params: dict[str, Any] = {"org": organization_id}
+        if status:
+            query += " AND i.status = :status"
+            params["status"] = status
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(query + " ORDER BY i.created_at DESC, i.number DESC"), params
+                )
+            ]
+        schema: dict[str, Any] = {
+            "number": pl.String,
+            "status": pl.String,
+            "customer": pl.String,
+            "currency": pl.String,
+            **{
+                k: pl.Decimal(38, 6)
+                for k in (
+                    "subtotal",
+                    "discount",
+                    "tax",
+                    "total",
+                    "credits_applied",
+                    "amount_due",
+                    "amount_paid",
+                    "amount_refunded",
+                )
+            },
+            "period_start": pl.Datetime("us", "UTC"),
+            "period_end": pl.Datetime("us", "UTC"),
+            "issued_at": pl.Datetime("us", "UTC"),
+            "paid_at": pl.Datetime("us", "UTC"),
+            "id": pl.String,
+        }
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
+    def transition(
+        self, invoice_id: uuid.UUID, status: str, *, at: datetime | None = None
+    ) -> Invoice:
+        """Move an invoice along its lifecycle (void, uncollectible); invalid moves raise."""
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            invoice = _load_invoice(conn, invoice_id, lock=True)
+            _check_transition(invoice, status)
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_invoices SET status = :status, "
+                    "voided_at = CASE WHEN :status = 'void' THEN CAST(:at AS timestamptz) ELSE "
+                    "voided_at END "
+                    "WHERE id = :id"
+                ),
+                {"status": status, "at": at, "id": invoice_id},
+            )
+            self._emit(
+                conn,
+                pending,
+                INVOICE_TOPIC,
+                f"invoice.{status}",
+                str(invoice_id),
+                _invoice_event(invoice) | {"status": status},
+            )
+            invoice = _load_invoice(conn, invoice_id)
+        self._run_hooks(pending)
+        return invoice
+
+    def credit_note(self, invoice_id: uuid.UUID, amount: Decimal, reason: str) -> None:
+        """Reduce what an open invoice asks for, or credit the customer for a paid one."""
+        if amount <= 0:
+            raise BillingInputError(
+                str(invoice_id),
+                "amount",
+                amount,
+                "must be positive",
+                remedy="give the amount to credit.",
+            )
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            invoice = _load_invoice(conn, invoice_id, lock=True)
+            if invoice.status not in ("open", "paid"):
+                raise BillingError(
+                    f"Invoice {invoice.number or invoice_id} is {invoice.status}; credit notes "
+                    "apply to open or paid invoices."
+                )
+            if amount > invoice.total:
+                raise BillingInputError(
+                    str(invoice_id),
+                    "amount",
+                    amount,
+                    f"exceeds the invoice total {invoice.total}",
+                    remedy="credit at most the total.",
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_credit_notes (organization_id, invoice_id, "
+                    "amount, reason) VALUES (:org, :id, :amount, :reason)"
+                ),
+                {
+                    "org": invoice.organization_id,
+                    "id": invoice_id,
+                    "amount": amount,
+                    "reason": reason,
+                },
+            )
+            if invoice.status == "open":
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_invoices SET amount_due = greatest(amount_due - "
+                        ":amount, 0) WHERE id = :id"
+                    ),
+                    {"amount": amount, "id": invoice_id},
+                )
+            else:
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_customers SET credit_balance = credit_balance + "
+                        ":amount WHERE id = :id"
+                    ),
+                    {"amount": amount, "id": invoice.customer_id},
+                )
+            self._emit(
+                conn,
+                pending,
+                INVOICE_TOPIC,
+                "invoice.credit_note",
+                str(invoice_id),
+                {"invoice_id": str(invoice_id), "amount": amount, "reason": reason},
+            )
+        self._run_hooks(pending)
+
+    # -- payments ----------------------------------------------------------------------------------
+    def pay(
+        self,
+        invoice_id: uuid.UUID,
+        *,
+        idempotency_key: str,
+        provider: PaymentProvider | None = None,
+        amount: Decimal | None = None,
+    ) -> dict[str, Any]:
+        """Collect an invoice through `provider` (default: manual). The same key pays once."""
+        provider = provider or ManualProvider()
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            existing = _payment_by_key(conn, invoice_id, idempotency_key)
+            if existing is not None:
+                return existing
+            invoice = _load_invoice(conn, invoice_id, lock=True)
+            outstanding = invoice.amount_due - invoice.amount_paid
+            amount = outstanding if amount is None else amount
+            if amount <= 0:
+                raise BillingInputError(
+                    idempotency_key,
+                    "amount",
+                    amount,
+                    "must be positive",
+                    remedy="pay a positive amount.",
+                )
+            if invoice.status not in ("open", "uncollectible"):
+                raise BillingError(
+                    f"Invoice {invoice.number or invoice_id} is {invoice.status} and cannot be "
+                    "paid.",
+                    remedy="only open or uncollectible invoices take payments.",
+                )
+            result = provider.charge(invoice, amount, idempotency_key)
+            payment = record_payment(
+                conn, invoice, provider.name, idempotency_key, amount, result, self, pending
+            )
+        self._run_hooks(pending)
+        return payment
+
+    def refund(
+        self,
+        payment_id: uuid.UUID,
+        *,
+        idempotency_key: str,
+        amount: Decimal | None = None,
+        provider: PaymentProvider | None = None,
+    ) -> dict[str, Any]:
+        """Refund (part of) a payment; the same key refunds once."""
+        provider = provider or ManualProvider()
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            original = conn.execute(
+                text("SELECT * FROM dictamesh_billing_payments WHERE id = :id"), {"id": payment_id}
+            ).one_or_none()
+            if original is None or original.kind != "payment" or original.status != "succeeded":
+                raise BillingError(
+                    f"Payment {payment_id} is not a succeeded payment.",
+                    remedy="refund a succeeded payment.",
+                )
+            existing = _payment_by_key(conn, original.invoice_id, idempotency_key)
+            if existing is not None:
+                return existing
+            invoice = _load_invoice(conn, original.invoice_id, lock=True)
+            amount = Decimal(original.amount) if amount is None else amount
+            if not ZERO < amount <= Decimal(original.amount):
+                raise BillingInputError(
+                    idempotency_key,
+                    "amount",
+                    amount,
+                    f"must be in (0, {original.amount}]",
+                    remedy="refund at most the payment.",
+                )
+            result = provider.refund(original.provider_reference, amount, idempotency_key)
+            payment = record_refund(
+                conn, invoice, provider.name, idempotency_key, amount, result, self, pending
+            )
+        self._run_hooks(pending)
+        return payment
+
+    def payments(self, invoice_id: uuid.UUID) -> pl.DataFrame:
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(
+                        "SELECT id::text AS id, kind, provider, provider_reference, amount, "
+                        "currency, status, failure_reason, created_at FROM "
+                        "dictamesh_billing_payments WHERE invoice_id = :id ORDER BY created_at"
+                    ),
+                    {"id": invoice_id},
+                )
+            ]
+        return (
+            pl.DataFrame(rows, infer_schema_length=None)
+            if rows
+            else pl.DataFrame(
+                schema={
+                    "id": pl.String,
+                    "kind": pl.String,
+                    "amount": pl.Decimal(38, 6),
+                    "status": pl.String,
+                }
+            )
+        )
+
+    # -- FX and analytics --------------------------------------------------------------------------
+    def set_fx_rate(
+        self, currency: str, day: date, rate: Decimal, *, reporting_currency: str = "USD"
+    ) -> None:
+        _check_currency(currency, f"{currency}@{day}")
+        _check_currency(reporting_currency, f"{currency}@{day}")
+        if rate <= 0:
+            raise BillingInputError(
+                f"{currency}@{day}",
+                "rate",
+                rate,
+                "must be positive",
+                remedy="give units of the reporting currency per unit.",
+            )
+        with self.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_fx_rates (currency, reporting_currency, date, "
+                    "rate) VALUES "
+                    "(:c, :r, :d, :rate) ON CONFLICT (currency, reporting_currency, date) DO "
+                    "UPDATE SET rate = EXCLUDED.rate"
+                ),
+                {"c": currency, "r": reporting_currency, "d": day, "rate": rate},
+            )
+
+    def fx_rates(self, reporting_currency: str = "USD") -> pl.DataFrame:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT currency, date, rate FROM dictamesh_billing_fx_rates WHERE "
+                    "reporting_currency = :r ORDER BY currency, date"
+                ),
+                {"r": reporting_currency},
+            ).all()
+        return pl.DataFrame(
+            [(r[0], r[1], float(r[2])) for r in rows],
+            schema={"currency": pl.String, "date": pl.Date, "rate_to_reporting": pl.Float64},
+            orient="row",
+        )
+
+    def intervals(self, organization_id: str | None = None) -> pl.DataFrame:
+        """The subscription price history in the shape `mrr_movements` reads."""
+        query = (
+            "SELECT c.external_id AS customer_id, i.subscription_id::text AS subscription_id, "
+            "i.valid_from, "
+            "i.valid_to, i.amount, i.currency, i.interval, i.discount_amount, i.is_trial, "
+            "i.cancel_scheduled_at "
+            "FROM dictamesh_billing_subscription_intervals i JOIN dictamesh_billing_customers c ON "
+            "c.id = i.customer_id"
+        )
+        params: dict[str, Any] = {}
+        if organization_id:
+            query += " WHERE i.organization_id = :org"
+            params["org"] = organization_id
+        with self.engine.connect() as conn:
+            rows = [tuple(r) for r in conn.execute(text(query + " ORDER BY i.valid_from"), params)]
+        return pl.DataFrame(
+            [(*r[:4], float(r[4]), r[5], r[6], float(r[7]), r[8], r[9]) for r in rows],
+            schema={
+                "customer_id": pl.String,
+                "subscription_id": pl.String,
+                "valid_from": pl.Datetime("us", "UTC"),
+                "valid_to": pl.Datetime("us", "UTC"),
+                "amount": pl.Float64,
+                "currency": pl.String,
+                "interval": pl.String,
+                "discount_amount": pl.Float64,
+                "is_trial": pl.Boolean,
+                "cancel_scheduled_at": pl.Datetime("us", "UTC"),
+            },
+            orient="row",
+        )
+
+    def analysis(
+        self,
+        *,
+        start: date | datetime,
+        end: date | datetime,
+        organization_id: str | None = None,
+        reporting_currency: str = "USD",
+        churn_recognition: str = "at_subscription_end",
+    ) -> MrrAnalysis:
+        """MRR movements, metrics and cohorts of the workbench's own subscriptions."""
+        fx = self.fx_rates(reporting_currency)
+        return analyse(
+            self.intervals(organization_id),
+            fx if fx.height else None,
+            reporting_currency=reporting_currency,
+            churn_recognition=churn_recognition,
+            start=start,
+            end=end,
+        )
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _set_status(
+        self,
+        subscription_id: uuid.UUID,
+        status: str,
+        allowed: set[str],
+        at: datetime,
+        *,
+        close: bool,
+    ) -> None:
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            sub = self._subscription(conn, subscription_id, lock=True)
+            self._require_status(sub, allowed, f"mark it {status}")
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_subscriptions SET status = :s, updated_at = now() "
+                    "WHERE id = :id"
+                ),
+                {"s": status, "id": subscription_id},
+            )
+            if close:
+                self._close_intervals(conn, subscription_id, at)
+            self._emit(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                f"subscription.{status}",
+                str(subscription_id),
+                {"subscription_id": str(subscription_id), "at": at.isoformat()},
+            )
+        self._run_hooks(pending)
+
+    @staticmethod
+    def _require_status(sub: dict[str, Any], allowed: set[str], action: str) -> None:
+        if sub["status"] not in allowed:
+            raise BillingError(
+                f"Subscription {sub['id']} is {sub['status']}; cannot {action}.",
+                remedy=f"this needs a subscription that is {' or '.join(sorted(allowed))}.",
+            )
+
+    @staticmethod
+    def _customer(conn: Connection, organization_id: str, external_id: str) -> dict[str, Any]:
+        row = conn.execute(
+            text(
+                "SELECT * FROM dictamesh_billing_customers WHERE organization_id = :org AND "
+                "external_id = :ext"
+            ),
+            {"org": organization_id, "ext": external_id},
+        ).one_or_none()
+        if row is None:
+            raise BillingInputError(
+                external_id,
+                "customer",
+                external_id,
+                f"is not a customer of {organization_id!r}",
+                remedy="create it with create_customer.",
+            )
+        return dict(row._mapping)
+
+    @staticmethod
+    def _plan(conn: Connection, organization_id: str, code: str) -> dict[str, Any]:
+        row = conn.execute(
+            text(
+                "SELECT * FROM dictamesh_billing_plans WHERE organization_id = :org AND code = "
+                ":code ORDER BY version DESC LIMIT 1"
+            ),
+            {"org": organization_id, "code": code},
+        ).one_or_none()
+        if row is None:
+            known = (
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT code FROM dictamesh_billing_plans WHERE organization_id = "
+                        ":org"
+                    ),
+                    {"org": organization_id},
+                )
+                .scalars()
+                .all()
+            )
+            raise BillingInputError(
+                code,
+                "plan",
+                code,
+                f"is not a plan of {organization_id!r}",
+                remedy=f"use one of: {', '.join(known) or 'none yet (create_plan)'}.",
+            )
+        return dict(row._mapping)
+
+    @staticmethod
+    def _plan_by_id(conn: Connection, plan_id: uuid.UUID) -> dict[str, Any]:
+        return dict(
+            conn.execute(
+                text("SELECT * FROM dictamesh_billing_plans WHERE id = :id"), {"id": plan_id}
+            )
+            .one()
+            ._mapping
+        )
+
+    @staticmethod
+    def _subscription(
+        conn: Connection, subscription_id: uuid.UUID, *, lock: bool = False
+    ) -> dict[str, Any]:
+        row = conn.execute(
+            text(
+                "SELECT * FROM dictamesh_billing_subscriptions WHERE id = :id FOR UPDATE"
+                if lock
+                else "SELECT * FROM dictamesh_billing_subscriptions WHERE id = :id"
+            ),
+            {"id": subscription_id},
+        ).one_or_none()
+        if row is None:
+            raise BillingInputError(
+                str(subscription_id),
+                "subscription_id",
+                subscription_id,
+                "is not a subscription",
+                remedy="check the id (wb.billing.intervals() lists them).",
+            )
+        return dict(row._mapping)
+
+    @staticmethod
+    def _open_interval(
+        conn: Connection,
+        organization_id: str,
+        subscription_id: Any,
+        customer_id: Any,
+        plan: dict[str, Any],
+        start: datetime,
+        discount: Decimal,
+        *,
+        trial: bool = False,
+        until: datetime | None = None,
+    ) -> None:
+        conn.execute(
+            text(
+                "INSERT INTO dictamesh_billing_subscription_intervals (organization_id, "
+                "subscription_id, "
+                "customer_id, plan_id, valid_from, valid_to, amount, currency, interval, "
+                "discount_amount, "
+                "is_trial) VALUES (:org, :sub, :customer, :plan, :start, :until, :amount, "
+                ":currency, "
+                ":interval, :discount, :trial)"
+            ),
+            {
+                "org": organization_id,
+                "sub": subscription_id,
+                "customer": customer_id,
+                "plan": plan["id"],
+                "start": start,
+                "until": until if trial else None,
+                "amount": plan["amount"],
+                "currency": plan["currency"],
+                "interval": plan["interval"],
+                "discount": discount,
+                "trial": trial,
+            },
+        )
+
+    @staticmethod
+    def _close_intervals(
+        conn: Connection, subscription_id: Any, at: datetime, *, scheduled: datetime | None = None
+    ) -> None:
+        """End the subscription's price history at `at`: later intervals go, the current closes."""
+        conn.execute(
+            text(
+                "DELETE FROM dictamesh_billing_subscription_intervals WHERE subscription_id = :sub "
+                "AND valid_from >= :at"
+            ),
+            {"sub": subscription_id, "at": at},
+        )
+        conn.execute(
+            text(
+                "UPDATE dictamesh_billing_subscription_intervals SET valid_to = :at, "
+                "cancel_scheduled_at = coalesce(CAST(:scheduled AS timestamptz), "
+                "cancel_scheduled_at) "
+                "WHERE subscription_id = :sub AND valid_from < :at AND (valid_to IS NULL OR "
+                "valid_to > :at)"
+            ),
+            {"sub": subscription_id, "at": at, "scheduled": scheduled},
+        )
+
+
+# -- shared by services, the usage sink and webhooks ----------------------------------------------
+INVOICE_COLUMNS = (
+    "id",
+    "organization_id",
+    "customer_id",
+    "subscription_id",
+    "number",
+    "status",
+    "currency",
+    "period_start",
+    "period_end",
+    "subtotal",
+    "discount",
+    "tax",
+    "total",
+    "credits_applied",
+    "amount_due",
+    "coupons",
+    "issued_at",
+    "due_at",
+    "paid_at",
+)
+LINE_COLUMNS = (
+    "invoice_id",
+    "position",
+    "description",
+    "kind",
+    "quantity",
+    "amount",
+    "discount",
+    "tax_rate",
+    "tax",
+)
+
+
+def _copy_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Bulk insert with COPY on the transaction's own connection (fixed table and column names)."""
+    if not rows:
+        return
+    raw = conn.connection.driver_connection
+    if raw is None:  # pragma: no cover - a live transaction always has its connection
+        raise BillingError("The database connection was closed during the transaction.")
+    with (
+        raw.cursor() as cursor,
+        cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy,
+    ):
+        for row in rows:
+            copy.write_row(row)
+
+
+def _check_currency(currency: str, row: str) -> None:
+    if not is_currency(currency):
+        raise BillingInputError(
+            row,
+            "currency",
+            currency,
+            "is not an ISO 4217 currency code",
+            remedy="use e.g. USD or EUR.",
+        )
+
+
+def record_usage(
+    conn: Connection,
+    organization_id: str,
+    event_id: str,
+    customer_external_id: str,
+    metric_code: str,
+    value: Decimal | int | str | None,
+    *,
+    occurred_at: datetime,
+    properties: dict[str, Any] | None = None,
+) -> bool:
+    metric = conn.execute(
+        text(
+            "SELECT aggregation FROM dictamesh_billing_metrics WHERE organization_id = :org AND "
+            "code = :code"
+        ),
+        {"org": organization_id, "code": metric_code},
+    ).one_or_none()
+    if metric is None:
+        raise BillingInputError(
+            event_id,
+            "metric",
+            metric_code,
+            f"is not a billable metric of {organization_id!r}",
+            remedy="create it with create_metric, or fix the event.",
+        )
+    number: Decimal | None = None
+    if value is not None:
+        if isinstance(value, float):
+            value = str(value)
+        try:
+            number = Decimal(value)
+        except Exception:
+            raise BillingInputError(
+                event_id, "value", value, "is not a number", remedy="send a decimal number."
+            ) from None
+        if number < 0:
+            raise BillingInputError(
+                event_id, "value", number, "is negative", remedy="usage quantities are >= 0."
+            )
+    elif metric.aggregation in ("sum", "max", "latest"):
+        raise BillingInputError(
+            event_id,
+            "value",
+            None,
+            f"is required by a {metric.aggregation} metric",
+            remedy="send the measured value.",
+        )
+    customer = conn.execute(
+        text(
+            "SELECT id FROM dictamesh_billing_customers WHERE organization_id = :org AND "
+            "external_id = :ext"
+        ),
+        {"org": organization_id, "ext": customer_external_id},
+    ).scalar_one_or_none()
+    if customer is None:
+        raise BillingInputError(
+            event_id,
+            "customer",
+            customer_external_id,
+            f"is not a customer of {organization_id!r}",
+            remedy="create the customer first.",
+        )
+    inserted = conn.execute(
+        text(
+            "INSERT INTO dictamesh_billing_usage_events (organization_id, event_id, customer_id, "
+            "metric_code, "
+            "value, properties, occurred_at) VALUES (:org, :event, :customer, :metric, :value, "
+            "CAST(:props AS jsonb), :at) ON CONFLICT DO NOTHING RETURNING event_id"
+        ),
+        {
+            "org": organization_id,
+            "event": event_id,
+            "customer": customer,
+            "metric": metric_code,
+            "value": number,
+            "props": orjson.dumps(properties or {}).decode(),
+            "at": occurred_at,
+        },
+    ).scalar_one_or_none()
+    return inserted is not None
+
+
+def _usage_aggregates(
+    conn: Connection, customers: Iterable[uuid.UUID], start: datetime, end: datetime
+) -> dict[tuple[uuid.UUID, str], Decimal]:
+    """Every metric of the customers over ``[start, end)``, aggregated as the metric says."""
+    rows = conn.execute(
+        text(
+            "SELECT u.customer_id, u.metric_code, CASE m.aggregation "
+            "WHEN 'count' THEN count(*)::numeric WHEN 'sum' THEN coalesce(sum(u.value), 0) "
+            "WHEN 'max' THEN coalesce(max(u.value), 0) "
+            "WHEN 'unique_count' THEN count(DISTINCT u.properties ->> m.field_name)::numeric "
+            "ELSE coalesce((array_agg(u.value ORDER BY u.occurred_at DESC, u.event_id DESC))[1], "
+            "0) END "
+            "FROM dictamesh_billing_usage_events u JOIN dictamesh_billing_metrics m "
+            "ON m.organization_id = u.organization_id AND m.code = u.metric_code "
+            "WHERE u.customer_id = ANY(:customers) AND u.occurred_at >= :start AND u.occurred_at < "
+            ":end "
+            "GROUP BY u.customer_id, u.metric_code, m.aggregation, m.field_name"
+        ),
+        {"customers": list(customers), "start": start, "end": end},
+    )
+    return {(uuid.UUID(str(r[0])), r[1]): Decimal(r[2]) for r in rows}
+
+
+def _load_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False) -> Invoice:
+    row = conn.execute(
+        text(
+            "SELECT * FROM dictamesh_billing_invoices WHERE id = :id FOR UPDATE"
+            if lock
+            else "SELECT * FROM dictamesh_billing_invoices WHERE id = :id"
+        ),
+        {"id": invoice_id},
+    ).one_or_none()
+    if row is None:
+        raise BillingInputError(
+            str(invoice_id),
+            "invoice_id",
+            invoice_id,
+            "is not an invoice",
+            remedy="check the id (wb.billing.invoices(org) lists them).",
+        )
+    lines = tuple(
+        dict(r._mapping)
+        for r in conn.execute(
+            text(
+                "SELECT position, description, kind, quantity, amount, discount, tax_rate, tax "
+                "FROM dictamesh_billing_invoice_lines WHERE invoice_id = :id ORDER BY position"
+            ),
+            {"id": invoice_id},
+        )
+    )
+    m = row._mapping
+    return Invoice(
+        m["id"],
+        m["organization_id"],
+        m["customer_id"],
+        m["subscription_id"],
+        m["number"],
+        m["status"],
+        m["currency"],
+        m["period_start"],
+        m["period_end"],
+        m["subtotal"],
+        m["discount"],
+        m["tax"],
+        m["total"],
+        m["credits_applied"],
+        m["amount_due"],
+        m["amount_paid"],
+        lines,
+    )
+
+
+def _check_transition(invoice: Invoice, status: str) -> None:
+    if status not in TRANSITIONS:
+        raise BillingInputError(
+            str(invoice.id),
+            "status",
+            status,
+            "is not an invoice status",
+            remedy=f"use one of {', '.join(TRANSITIONS)}.",
+        )
+    allowed = ", ".join(sorted(TRANSITIONS[invoice.status]))
+    if status not in TRANSITIONS[invoice.status]:
+        raise BillingError(
+            f"Invoice {invoice.number or invoice.id} is {invoice.status}; it cannot become "
+            f"{status}.",
+            remedy=f"from {invoice.status} it can become: {allowed or 'nothing (final)'}.",
+        )
+
+
+def _invoice_event(invoice: Invoice) -> dict[str, Any]:
+    return {
+        "invoice_id": str(invoice.id),
+        "organization_id": invoice.organization_id,
+        "customer_id": str(invoice.customer_id),
+        "number": invoice.number,
+        "status": invoice.status,
+        "currency": invoice.currency,
+        "total": invoice.total,
+        "amount_due": invoice.amount_due,
+    }
+
+
+def _payment_by_key(conn: Connection, invoice_id: uuid.UUID, key: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        text(
+            "SELECT p.* FROM dictamesh_billing_payments p JOIN dictamesh_billing_invoices i ON "
+            "i.id = :invoice "
+            "WHERE p.organization_id = i.organization_id AND p.idempotency_key = :key"
+        ),
+        {"invoice": invoice_id, "key": key},
+    ).one_or_none()
+    return None if row is None else dict(row._mapping)
+
+
+def record_payment(
+    conn: Connection,
+    invoice: Invoice,
+    provider: str,
+    key: str,
+    amount: Decimal,
+    result: ProviderResult,
+    billing: Billing,
+    pending: list[tuple[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    """Store a provider's answer about a payment and move the invoice and subscription on."""
+    row = conn.execute(
+        text(
+            "INSERT INTO dictamesh_billing_payments (organization_id, invoice_id, kind, provider, "
+            "provider_reference, idempotency_key, amount, currency, status, failure_reason) VALUES "
+            "(:org, :invoice, 'payment', :provider, :ref, :key, :amount, :currency, :status, "
+            ":reason) "
+            "RETURNING *"
+        ),
+        {
+            "org": invoice.organization_id,
+            "invoice": invoice.id,
+            "provider": provider,
+            "ref": result.reference,
+            "key": key,
+            "amount": amount,
+            "currency": invoice.currency,
+            "status": "succeeded" if result.succeeded else "failed",
+            "reason": result.failure_reason,
+        },
+    ).one()
+    data = {
+        "payment_id": str(row.id),
+        "invoice_id": str(invoice.id),
+        "amount": amount,
+        "currency": invoice.currency,
+        "provider": provider,
+    }
+    if result.succeeded:
+        paid = invoice.amount_paid + amount
+        fully = paid >= invoice.amount_due
+        conn.execute(
+            text(
+                "UPDATE dictamesh_billing_invoices SET amount_paid = :paid, status = CASE WHEN "
+                ":fully THEN 'paid' ELSE status END, "
+                "paid_at = CASE WHEN :fully THEN now() ELSE paid_at END WHERE id = :id"
+            ),
+            {"paid": paid, "fully": fully, "id": invoice.id},
+        )
+        if fully and invoice.subscription_id is not None:
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_subscriptions SET status = 'active', updated_at = "
+                    "now() WHERE id = :id AND status = 'past_due'"
+                ),
+                {"id": invoice.subscription_id},
+            )
+        billing._emit(conn, pending, PAYMENT_TOPIC, "payment.succeeded", str(invoice.id), data)
+        if fully:
+            billing._emit(
+                conn,
+                pending,
+                INVOICE_TOPIC,
+                "invoice.paid",
+                str(invoice.id),
+                _invoice_event(invoice) | {"status": "paid"},
+            )
+    else:
+        if invoice.subscription_id is not None:
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_subscriptions SET status = 'past_due', updated_at = "
+                    "now() WHERE id = :id AND status IN ('active', 'trialing')"
+                ),
+                {"id": invoice.subscription_id},
+            )
+        billing._emit(
+            conn,
+            pending,
+            PAYMENT_TOPIC,
+            "payment.failed",
+            str(invoice.id),
+            data | {"reason": result.failure_reason},
+        )
+    return dict(row._mapping)
+
+
+def record_refund(
+    conn: Connection,
+    invoice: Invoice,
+    provider: str,
+    key: str,
+    amount: Decimal,
+    result: ProviderResult,
+    billing: Billing,
+    pending: list[tuple[str, dict[str, Any]]],
+) -> dict[str, Any]:
+    row = conn.execute(
+        text(
+            "INSERT INTO dictamesh_billing_payments (organization_id, invoice_id, kind, provider, "
+            "provider_reference, idempotency_key, amount, currency, status, failure_reason) VALUES "
+            "(:org, :invoice, 'refund', :provider, :ref, :key, :amount, :currency, :status, "
+            ":reason) RETURNING *"
+        ),
+        {
+            "org": invoice.organization_id,
+            "invoice": invoice.id,
+            "provider": provider,
+            "ref": result.reference,
+            "key": key,
+            "amount": amount,
+            "currency": invoice.currency,
+            "status": "succeeded" if result.succeeded else "failed",
+            "reason": result.failure_reason,
+        },
+    ).one()
+    if result.succeeded:
+        conn.execute(
+            text(
+                "UPDATE dictamesh_billing_invoices SET amount_refunded = amount_refunded + :amount "
+                "WHERE id = :id"
+            ),
+            {"amount": amount, "id": invoice.id},
+        )
+        billing._emit(
+            conn,
+            pending,
+            PAYMENT_TOPIC,
+            "payment.refunded",
+            str(invoice.id),
+            {"payment_id": str(row.id), "invoice_id": str(invoice.id), "amount": amount},
+        )
+    return dict(row._mapping)
