@@ -110,5 +110,14 @@ def test_fresh_venv_install_works(wheel: Path, tmp_path: Path, stack: Endpoints)
     )
     assert pages.returncode == 0, pages.stderr
     assert str(venv) in pages.stdout, "must import from the installed copy, not the source tree"
-    pages_in_order = ["overview", "catalog", "lineage", "events", "config", "billing", "health"]
+    pages_in_order = [
+        "overview",
+        "catalog",
+        "lineage",
+        "events",
+        "config",
+        "billing",
+        "connectors",
+        "health",
+    ]
     assert str(pages_in_order) in pages.stdout

@@ -21,6 +21,7 @@ from workbench.settings import Settings, load_settings, redact_url
 from workbench.stack import Endpoints, Stack, ensure_up
 
 if TYPE_CHECKING:
+    from connectors.base.api import Connectors
     from workbench.billing.service import Billing
     from workbench.config.store import Config
 
@@ -103,6 +104,21 @@ class Workbench:
             keys=lambda: provider_from_settings(self.settings),
             redis_url=self.endpoints.redis_url,
             bootstrap=self.endpoints.kafka_bootstrap,
+        )
+
+    @cached_property
+    def connectors(self) -> Connectors:
+        """Connector instances: ``wb.connectors["NAME"].sync()``, runs, cursors, health."""
+        from connectors.base.api import Connectors
+
+        return Connectors(
+            self.engine,
+            self.producer,
+            config_file=self.settings.home / "connectors.yaml",
+            register_schema=lambda subject, schema: self.schemas.register(subject, dict(schema)),
+            config_service=lambda key, environment: self.config.reveal(
+                key, environment=environment
+            ),
         )
 
     def ensure_topics(self) -> list[str]:

@@ -23,6 +23,8 @@ HEALTH_CACHE_SECONDS = 2.0
 try:
     import tornado.web
     from tornado.ioloop import IOLoop
+
+    from workbench.api import webhooks
 except ImportError as exc:  # pragma: no cover - exercised only on a lean install
     raise MissingDependencyError("`dictamesh serve`", "dashboards", module="panel") from exc
 
@@ -151,6 +153,7 @@ def build_server(
         (r"/", tornado.web.RedirectHandler, {"url": f"/{pages[0].slug}"}),
         (r"/metrics", MetricsHandler, handler_args),
         (r"/api/health", HealthHandler, handler_args),
+        (webhooks.PATTERN, webhooks.WebhookHandler, {"workbench": workbench}),
     ]
     auth: dict[str, Any]
     if settings.dashboard_auth == "oauth":
