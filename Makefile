@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The request-validating mock of the connector conformance tests (@stoplight/prism-cli).
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
 # Browser tests drive Debian's chromium (never a browser download of Playwright's own).
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -33,7 +37,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-test: install chromium lint typecheck
+test: install node_modules/.package-lock.json chromium lint typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 up: install
