@@ -115,6 +115,7 @@ def test_fresh_venv_install_works(wheel: Path, tmp_path: Path, stack: Endpoints)
         "catalog",
         "lineage",
         "events",
+        "search",
         "config",
         "billing",
         "connectors",

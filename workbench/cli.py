@@ -16,6 +16,7 @@ from workbench import __version__
 from workbench.config.cli import app as config_app
 from workbench.connectors_cli import connectors_app, scaffold_app, sync_command
 from workbench.errors import DictaMeshError, SettingsError
+from workbench.search.cli import search_app
 from workbench.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -40,6 +41,7 @@ app.add_typer(migrate_app, name="migrate")
 app.add_typer(report_app, name="report")
 app.add_typer(demo_app, name="demo")
 app.add_typer(config_app, name="config")
+app.add_typer(search_app, name="search")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(scaffold_app, name="scaffold")
 app.command("sync")(sync_command)

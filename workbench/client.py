@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from connectors.base.api import Connectors
     from workbench.billing.service import Billing
     from workbench.config.store import Config
+    from workbench.search.api import Search
 
 # Catalog tables counted on the Overview page and in the repr, with their display names.
 CATALOG_TABLES: dict[str, str] = {
@@ -56,13 +57,6 @@ class Workbench:
         )
 
     @cached_property
-    def billing(self) -> Billing:
-        """Plans, subscriptions, usage, invoices, payments, and MRR analytics of your own data."""
-        from workbench.billing.service import Billing
-
-        return Billing(self.engine, self.endpoints.kafka_bootstrap)
-
-    @cached_property
     def catalog(self) -> Catalog:
         """Entities, relationships and history; writes go through the pipeline."""
         return Catalog(self.engine, self.producer)
@@ -82,6 +76,13 @@ class Workbench:
     def events(self) -> Events:
         """Publish, tail topics, and inspect or replay dead letters."""
         return Events(self.endpoints.kafka_bootstrap, self.producer)
+
+    @cached_property
+    def billing(self) -> Billing:
+        """Plans, subscriptions, usage, invoices, payments, and MRR analytics of your own data."""
+        from workbench.billing.service import Billing
+
+        return Billing(self.engine, self.endpoints.kafka_bootstrap)
 
     @cached_property
     def schemas(self) -> SchemaRegistry:
@@ -120,6 +121,13 @@ class Workbench:
                 key, environment=environment
             ),
         )
+
+    @cached_property
+    def search(self) -> Search:
+        """Semantic, keyword and hybrid search: ``wb.search("query", k=10)``; ``.context(...)``."""
+        from workbench.search.api import Search
+
+        return Search(self.engine, model=self.settings.embedding_model)
 
     def ensure_topics(self) -> list[str]:
         """Create the backbone's topics (and dead-letter topics) that do not exist yet."""
