@@ -49,7 +49,7 @@ down:
 demo: install
 	$(BIN)/dictamesh up
 	$(BIN)/dictamesh migrate up
-	$(BIN)/dictamesh demo load
+	$(BIN)/dictamesh connectors demo
 	$(BIN)/dictamesh serve --demo
 
 clean: down
