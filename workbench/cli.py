@@ -4,26 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
-from functools import wraps
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from workbench import __version__
+from workbench.cli_support import handles_errors, out
 from workbench.config.cli import app as config_app
 from workbench.connectors_cli import connectors_app, scaffold_app, sync_command
-from workbench.errors import DictaMeshError, SettingsError
 from workbench.search.cli import search_app
 from workbench.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from workbench.stack import ComponentStatus, Stack
 
-out = Console()
-err = Console(stderr=True)
 
 app = typer.Typer(
     name="dictamesh",
@@ -45,22 +40,6 @@ app.add_typer(search_app, name="search")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(scaffold_app, name="scaffold")
 app.command("sync")(sync_command)
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def handles_errors(func: F) -> F:
-    """Print a workbench error as one line with its remedy, and exit non-zero."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DictaMeshError as exc:
-            err.print(f"[bold red]error[/] ({exc.kind}): {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _settings() -> Settings:

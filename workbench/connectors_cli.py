@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.errors import DictaMeshError
+from workbench.cli_support import handles_errors
 
 if TYPE_CHECKING:
     from workbench.client import Workbench
@@ -27,18 +26,6 @@ scaffold_app = typer.Typer(help="Generate new packages from templates.", no_args
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _handles_errors(func: F) -> F:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DictaMeshError as exc:
-            err.print(f"[bold red]error[/] ({exc.kind}): {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _workbench() -> Workbench:
     from workbench.client import connect
     from workbench.observability import configure_logging
@@ -50,7 +37,7 @@ def _workbench() -> Workbench:
 
 
 @connectors_app.command("list")
-@_handles_errors
+@handles_errors
 def connectors_list(
     health: Annotated[
         bool, typer.Option("--health/--no-health", help="Probe each configured instance.")
@@ -84,7 +71,7 @@ def connectors_list(
 
 
 @connectors_app.command("runs")
-@_handles_errors
+@handles_errors
 def connectors_runs(
     name: Annotated[str | None, typer.Argument(help="Instance; all when omitted.")] = None,
     limit: Annotated[int, typer.Option(help="How many runs.")] = 20,
@@ -111,7 +98,7 @@ def connectors_runs(
 
 
 @connectors_app.command("demo")
-@_handles_errors
+@handles_errors
 def connectors_demo(
     seed: Annotated[int, typer.Option(help="Seed of the generated organisation.")] = 7,
     conversations: Annotated[int, typer.Option(help="How many conversations.")] = 60,
@@ -154,7 +141,7 @@ def connectors_demo(
     )
 
 
-@_handles_errors
+@handles_errors
 def sync_command(
     name: Annotated[str, typer.Argument(help="Connector instance (or installed type).")],
     full: Annotated[
@@ -190,7 +177,7 @@ def sync_command(
 
 
 @scaffold_app.command("connector")
-@_handles_errors
+@handles_errors
 def scaffold_connector(
     name: Annotated[str, typer.Argument(help="Connector name, e.g. acme_crm.")],
     directory: Annotated[

@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -14,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from workbench.errors import DictaMeshError, SettingsError
+from workbench.cli_support import handles_errors
+from workbench.errors import DictaMeshError
 
 if TYPE_CHECKING:
     from workbench.config.store import Config
@@ -31,18 +31,6 @@ Env = Annotated[str, typer.Option("--env", "-e", help="Environment, e.g. dev, st
 Service = Annotated[str | None, typer.Option("--service", "-s", help="Service level.")]
 Component = Annotated[str | None, typer.Option("--component", "-c", help="Component level.")]
 Reason = Annotated[str, typer.Option("--reason", "-m", help="Why (kept in the history).")]
-
-
-def _errors(func: F) -> F:
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DictaMeshError as exc:
-            err.print(f"[bold red]error[/] ({exc.kind}): {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _config(*, system: bool = False) -> Config:
@@ -92,7 +80,7 @@ def _print_result(result: Any) -> None:
 
 
 @app.command("get")
-@_errors
+@handles_errors
 def get(
     key: str,
     env: Env,
@@ -136,7 +124,7 @@ def get(
 
 
 @app.command("set")
-@_errors
+@handles_errors
 def set_(
     key: str,
     value: Annotated[str, typer.Argument(help="A JSON value; '-' reads it from stdin.")],
@@ -173,7 +161,7 @@ def set_(
 
 
 @app.command("diff")
-@_errors
+@handles_errors
 def diff(
     env: Annotated[str | None, typer.Option("--env", "-e", help="Left environment.")] = None,
     to: Annotated[str | None, typer.Option(help="Right environment.")] = None,
@@ -202,7 +190,7 @@ def diff(
 
 
 @app.command("history")
-@_errors
+@handles_errors
 def history(
     key: Annotated[str | None, typer.Argument(help="Only this key.")] = None,
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
@@ -236,7 +224,7 @@ def history(
 
 
 @app.command("rollback")
-@_errors
+@handles_errors
 def rollback(
     key: Annotated[
         str | None, typer.Argument(help="The key; without it, every key of the level.")
@@ -285,7 +273,7 @@ def _print_plan(result: Any) -> None:
 
 
 @app.command("validate")
-@_errors
+@handles_errors
 def validate(
     file: Path,
     env: Annotated[
@@ -304,7 +292,7 @@ def validate(
 
 
 @app.command("export")
-@_errors
+@handles_errors
 def export(
     env: Env,
     service: Service = None,
@@ -329,7 +317,7 @@ def export(
 
 
 @app.command("import")
-@_errors
+@handles_errors
 def import_(
     file: Path,
     env: Annotated[
@@ -359,7 +347,7 @@ def import_(
 
 
 @app.command("rotate-key")
-@_errors
+@handles_errors
 def rotate_key(
     generate: Annotated[
         bool, typer.Option(help="Create a new key in the master key file first (file source).")
@@ -406,7 +394,7 @@ def rotate_key(
 
 
 @app.command("proposals")
-@_errors
+@handles_errors
 def proposals(
     env: Annotated[str | None, typer.Option("--env", "-e", help="Only this environment.")] = None,
 ) -> None:
@@ -421,7 +409,7 @@ def proposals(
 
 
 @app.command("approve")
-@_errors
+@handles_errors
 def approve(
     proposal_id: int, comment: Annotated[str, typer.Option(help="Review note.")] = ""
 ) -> None:
@@ -431,7 +419,7 @@ def approve(
 
 
 @app.command("reject")
-@_errors
+@handles_errors
 def reject(
     proposal_id: int, comment: Annotated[str, typer.Option(help="Review note.")] = ""
 ) -> None:

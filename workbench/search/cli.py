@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -18,7 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
-from workbench.errors import DictaMeshError, SettingsError, UnknownNameError
+from workbench.cli_support import handles_errors
+from workbench.errors import UnknownNameError
 
 if TYPE_CHECKING:
     from workbench.client import Workbench
@@ -51,25 +51,11 @@ def _connect() -> Workbench:
     return connect(_settings())
 
 
-def _errors(func: F) -> F:
-    """Print a workbench error as one line with its remedy, and exit non-zero."""
-
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DictaMeshError as exc:
-            err.print(f"[bold red]error[/] ({exc.kind}): {exc}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if isinstance(exc, SettingsError) else 1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 FORMATS = ("table", "json")
 
 
 @search_app.command("query")
-@_errors
+@handles_errors
 def query(
     text: Annotated[str, typer.Argument(metavar="QUERY", help="What to search for.")],
     k: Annotated[int, typer.Option("--k", "-k", help="How many hits.")] = 10,
@@ -126,7 +112,7 @@ def _escape(text: str) -> str:
 
 
 @search_app.command("reindex")
-@_errors
+@handles_errors
 def reindex(
     restart: Annotated[
         bool, typer.Option("--restart", help="Start over instead of resuming.")
@@ -149,7 +135,7 @@ def reindex(
 
 
 @search_app.command("add")
-@_errors
+@handles_errors
 def add(
     paths: Annotated[list[Path], typer.Argument(help="Markdown, text or HTML files.")],
     domain: Annotated[str | None, typer.Option(help="Domain of the documents.")] = None,
@@ -163,7 +149,7 @@ def add(
 
 
 @search_app.command("stats")
-@_errors
+@handles_errors
 def stats() -> None:
     """Documents, chunks and cached embeddings in the index."""
     typer.echo(json.dumps(_connect().search.stats()))
