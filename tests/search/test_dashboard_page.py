@@ -16,14 +16,16 @@ def test_page_searches_and_reports_errors(workbench: Any, search_workers: Any) -
     from workbench.search.indexer import GROUP
 
     system = f"page-{uuid.uuid4().hex[:6]}"
-    workbench.catalog.register(
+    handle = workbench.catalog.register(
         "ops",
         system,
         "runbook",
         "r1",
         display_name="Disk full runbook",
         attributes={"body": "Free space on the volume before the database stops"},
-    ).wait(timeout=180, group=GROUP)
+    )
+    handle.wait(timeout=180, group=GROUP)  # searchable
+    handle.wait(timeout=180)  # and in the catalog, where the detail comes from
     box, button = None, None
     parts = PAGE.build(workbench)
     top, _options, status, results, chooser, detail = parts
