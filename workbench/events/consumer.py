@@ -237,11 +237,15 @@ class ConsumerRunner(Generic[P]):
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         self._apply_pending()
+        from confluent_kafka import OFFSET_BEGINNING
+
         stored = self._with_retry(lambda: self._stored_offsets({p.topic for p in partitions}))
         for partition in partitions:
+            # The stored offsets are the truth. Kafka's committed position may run ahead of
+            # them (a batch read but not yet applied), so it is never used: a partition with
+            # nothing stored starts from the beginning.
             next_offset = stored.get((partition.topic, partition.partition))
-            if next_offset is not None:
-                partition.offset = next_offset
+            partition.offset = OFFSET_BEGINNING if next_offset is None else next_offset
         consumer.assign(partitions)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
@@ -360,10 +364,21 @@ class ConsumerRunner(Generic[P]):
             )
 
     def _commit_kafka(self, messages: list[Any]) -> None:
-        from confluent_kafka import KafkaException
+        """Tell Kafka what this batch applied (for outside tools), not the read position."""
+        from confluent_kafka import KafkaException, TopicPartition
 
+        applied: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error() is None:
+                key = (message.topic(), message.partition())
+                applied[key] = max(applied.get(key, 0), message.offset() + 1)
+        if not applied:
+            return
         try:
-            self.consumer.commit(asynchronous=True)
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in applied.items()],
+                asynchronous=True,
+            )
         except KafkaException as exc:  # the stored offsets are the truth; this is a courtesy
             log.debug("kafka offset commit skipped", error=str(exc), count=len(messages))
 
