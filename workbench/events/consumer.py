@@ -71,6 +71,18 @@ def record_time(message: Any) -> datetime | None:
     return datetime.fromtimestamp(millis / 1000, UTC) if kind and millis > 0 else None
 
 
+def _next_offsets(messages: list[Any]) -> dict[tuple[str, int], tuple[int, datetime | None]]:
+    """Per (topic, partition) of a batch: the offset after its last record, and its time."""
+    latest: dict[tuple[str, int], tuple[int, datetime | None]] = {}
+    for message in messages:
+        if message.error() is not None:
+            continue
+        key = (message.topic(), message.partition())
+        if key not in latest or message.offset() + 1 > latest[key][0]:
+            latest[key] = (message.offset() + 1, record_time(message))
+    return latest
+
+
 @dataclass(frozen=True)
 class ConsumedEvent:
     """A CloudEvent with where it was read from."""
@@ -342,14 +354,7 @@ class ConsumerRunner(Generic[P]):
         return rejected
 
     def _store_offsets(self, conn: psycopg.Connection[Any], messages: list[Any]) -> None:
-        latest: dict[tuple[str, int], tuple[int, datetime | None]] = {}
-        for message in messages:
-            if message.error() is not None:
-                continue
-            stamp = record_time(message)
-            key = (message.topic(), message.partition())
-            if key not in latest or message.offset() + 1 > latest[key][0]:
-                latest[key] = (message.offset() + 1, stamp)
+        latest = _next_offsets(messages)
         with conn.cursor() as cursor:
             cursor.executemany(
                 "INSERT INTO dictamesh_consumer_offsets AS o "
@@ -367,16 +372,12 @@ class ConsumerRunner(Generic[P]):
         """Tell Kafka what this batch applied (for outside tools), not the read position."""
         from confluent_kafka import KafkaException, TopicPartition
 
-        applied: dict[tuple[str, int], int] = {}
-        for message in messages:
-            if message.error() is None:
-                key = (message.topic(), message.partition())
-                applied[key] = max(applied.get(key, 0), message.offset() + 1)
+        applied = _next_offsets(messages)
         if not applied:
             return
         try:
             self.consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in applied.items()],
+                offsets=[TopicPartition(t, p, o) for (t, p), (o, _) in applied.items()],
                 asynchronous=True,
             )
         except KafkaException as exc:  # the stored offsets are the truth; this is a courtesy
