@@ -25,6 +25,12 @@ def _wait_for(condition: Any, timeout: float = 60.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+def _indexed_and_catalogued(handle: Any, timeout: float = 180) -> None:
+    """Both consumers must have applied it: the indexer, and the catalog the next step reads."""
+    handle.wait(timeout=timeout, group=GROUP)
+    handle.wait(timeout=timeout)
+
+
 def test_entity_text_reads_text_attributes() -> None:
     text = entity_text(
         "Acme",
@@ -54,20 +60,23 @@ def test_events_create_update_and_delete_chunks(workbench: Any, search_workers: 
         attributes={"description": "Ships containers across the Baltic sea"},
         tags=["vip"],
     )
-    handle.wait(timeout=180, group=GROUP)
+    _indexed_and_catalogued(handle)
     hits = search("maritime shipping company", k=3, filters=only)
     assert hits["title"].to_list() == ["Harbour Freight"]
     assert hits["entity_id"][0] and hits["entity_type"][0] == "account"
     assert hits["tags"][0].to_list() == ["vip"]
 
-    workbench.catalog.register(
-        "sales",
-        system,
-        "account",
-        "a1",
-        display_name="Harbour Freight",
-        attributes={"description": "Now sells bicycles online"},
-    ).wait(timeout=60, group=GROUP)
+    _indexed_and_catalogued(
+        workbench.catalog.register(
+            "sales",
+            system,
+            "account",
+            "a1",
+            display_name="Harbour Freight",
+            attributes={"description": "Now sells bicycles online"},
+        ),
+        timeout=60,
+    )
     assert len(search("Baltic", k=3, filters=only, mode="keyword")) == 0
     assert search("bicycles", k=3, filters=only, mode="keyword")["title"][0] == "Harbour Freight"
 
@@ -127,7 +136,7 @@ def test_reindex_backfills_and_resumes(workbench: Any, search_workers: Any) -> N
         for i in range(7)
     ]
     for handle in handles:
-        handle.wait(timeout=180, group=GROUP)
+        _indexed_and_catalogued(handle)
     only = {"source_system": system}
     assert len(search("restart service", k=10, filters=only)) == 7
     with search.connection() as conn:  # lose the index of this system
