@@ -1,8 +1,14 @@
-"""Catalog Explorer: search and facets over entities, server-side pages, entity detail."""
+"""Catalog Explorer: search and facets over entities, server-side pages, entity detail.
+
+A link ``/catalog?source_system=S&entity_type=T&source_id=I`` (the Semantic Search page makes
+them) opens with that entity's detail shown and the list narrowed to its system and type.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import pandas as pd
 import panel as pn
@@ -23,6 +29,20 @@ LIST_COLUMNS = [
     "updated_at",
     "id",
 ]
+
+
+IDENTITY = ("source_system", "entity_type", "source_id")
+
+
+def entity_link(row: Mapping[str, Any]) -> str:
+    """The Catalog Explorer address that opens this entity's detail (relative to a page)."""
+    return "./catalog?" + urlencode({field: row[field] or "" for field in IDENTITY})
+
+
+def linked_entity(args: Mapping[str, list[bytes]]) -> dict[str, str] | None:
+    """The entity a page link names in its query arguments, if it names all three parts."""
+    named = {field: args.get(field, [b""])[0].decode("utf-8", "replace") for field in IDENTITY}
+    return named if all(named.values()) else None
 
 
 class CatalogExplorer(param.Parameterized):
@@ -82,7 +102,7 @@ def _table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
     )
 
 
-def _detail(workbench: Workbench, row: pd.Series) -> list[Any]:
+def _detail(workbench: Workbench, row: Mapping[str, Any] | pd.Series) -> list[Any]:
     ref = (row["source_system"], row["entity_type"], row["source_id"])
     entity = workbench.catalog.get(*ref)
     if entity is None:
@@ -173,6 +193,12 @@ def build(workbench: Workbench) -> list[Any]:
     table.param.watch(select, "selection")
     previous.on_click(lambda _e: turn(-1))
     following.on_click(lambda _e: turn(1))
+    linked = linked_entity(pn.state.session_args) if pn.state.curdoc else None
+    if linked is not None:
+        for field in ("source_system", "entity_type"):
+            if linked[field] in explorer.param[field].objects:
+                setattr(explorer, field, linked[field])
+        detail.objects = _detail(workbench, linked)
     refresh()
     controls = pn.Param(
         explorer.param,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import html
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 import panel as pn
 import param
+from workbench.dashboards.catalog import entity_link
 from workbench.dashboards.layout import Page
 
 from workbench.errors import DictaMeshError
@@ -66,17 +66,6 @@ class SearchState(param.Parameterized):
         )
 
 
-def _catalog_link(row: dict[str, Any]) -> str:
-    query = urlencode(
-        {
-            "source_system": row["source_system"] or "",
-            "entity_type": row["entity_type"] or "",
-            "source_id": row["source_id"] or "",
-        }
-    )
-    return f"./catalog?{query}"
-
-
 def render_hits(frame: pl.DataFrame) -> str:
     """Hits as HTML: title (linked to the catalog for entities), where it is, snippet."""
     if frame.height == 0:
@@ -87,7 +76,7 @@ def render_hits(frame: pl.DataFrame) -> str:
     for row in frame.iter_rows(named=True):
         name = html.escape(citation(row))
         if row["kind"] == "entity":
-            name = f"<a href='{html.escape(_catalog_link(row))}' class='dm-search-link'>{name}</a>"
+            name = f"<a href='{html.escape(entity_link(row))}' class='dm-search-link'>{name}</a>"
         where = " / ".join(
             html.escape(str(p)) for p in (row["domain"], row["entity_type"], row["heading"]) if p
         )

@@ -205,6 +205,12 @@ def test_catalog_explorer_searches_pages_and_opens_an_entity(
     versions = page.locator(".dm-entity-versions .tabulator-row")
     versions.first.wait_for(timeout=30_000)
     assert versions.count() == 2
+
+    # a link from another page (Semantic Search makes these) opens the entity directly
+    page.goto(server.url + "/catalog?source_system=crm&entity_type=account&source_id=acct-007")
+    linked = page.locator(".dm-entity-detail p")
+    linked.wait_for(timeout=30_000)
+    assert "crm/account/acct-007" in linked.inner_text()
     page.close()
 
 
