@@ -44,7 +44,9 @@ from workbench.search.evaluation import load_corpus
 from workbench.search.index import (
     Document,
     Filters,
+    build_vector_index,
     copy_chunks,
+    drop_vector_index,
     parse_filters,
     vector_candidates,
 )
@@ -355,20 +357,13 @@ def main() -> None:  # noqa: PLR0915 - one linear script
         conn.execute("DELETE FROM dictamesh_search_documents WHERE domain = %s", (domain,))
 
     # -- 4. queries at args.chunks --------------------------------------------------------
-    def bulk_load() -> None:
+    def bulk_load() -> None:  # the path `reindex` takes for large backfills
         with search.connection() as conn:
-            conn.execute("DROP INDEX IF EXISTS idx_dictamesh_search_chunks_embedding")
+            drop_vector_index(conn)
             ids = add_docs(conn, args.chunks // 100 + 1, f"{run}-q")
             for start in range(0, args.chunks, 10_000):
                 copy_chunks(conn, rows_for(start, min(args.chunks, start + 10_000), ids))
-        with search.connection() as conn:
-            conn.execute("SET maintenance_work_mem = '1GB'")
-            conn.execute("SET max_parallel_maintenance_workers = 1")
-            conn.execute(
-                "CREATE INDEX idx_dictamesh_search_chunks_embedding ON dictamesh_search_chunks "
-                "USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 64)"
-            )
-            conn.execute("ANALYZE dictamesh_search_chunks")
+        build_vector_index(search.postgres_url)
 
     load_t, _ = timed(bulk_load)
     results["bulk_load"] = {

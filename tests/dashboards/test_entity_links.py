@@ -19,7 +19,9 @@ def _session_args(link: str) -> dict[str, list[bytes]]:
 
 
 @given(identity_part, identity_part, identity_part)
-def test_a_link_names_exactly_the_entity_it_was_made_for(system: str, kind: str, ident: str) -> None:
+def test_a_link_names_exactly_the_entity_it_was_made_for(
+    system: str, kind: str, ident: str
+) -> None:
     row = {"source_system": system, "entity_type": kind, "source_id": ident}
     link = entity_link(row)
     assert link.startswith("./catalog?")

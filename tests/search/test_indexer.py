@@ -169,3 +169,38 @@ def test_cli_search_and_reindex(workbench: Any) -> None:
     assert empty.returncode == 1 and "empty" in empty.stderr
     done = run_cli("search", "reindex", timeout=300)
     assert done.returncode == 0 and "reindex complete" in done.stdout, done.stderr
+
+
+def test_bulk_reindex_builds_the_vector_index_once_even_across_an_interruption(
+    workbench: Any, workers: Any
+) -> None:
+    search: Search = workbench.search
+    system = f"bulk-{uuid.uuid4().hex[:6]}"
+    only = {"source_system": system}
+    handles = [
+        workbench.catalog.register(
+            "ops",
+            system,
+            "runbook",
+            str(i),
+            display_name=f"Glacier runbook {i}",
+            attributes={"body": f"Thaw the frozen pipeline number {i} before restarting it"},
+        )
+        for i in range(5)
+    ]
+    for handle in handles:
+        handle.wait(timeout=180)  # in the catalog, which the backfill reads
+
+    interrupted = reindex(search, restart=True, bulk=True, batch_size=2, max_batches=1)
+    assert interrupted.bulk and not interrupted.complete
+    assert search.stats()["vector_index"] == 0, "the load runs without the HNSW index"
+
+    resumed = reindex(search, batch_size=500, progress=False)  # bulk: the index is missing
+    assert resumed.resumed and resumed.complete and resumed.bulk
+    assert resumed.index_build_seconds > 0
+    assert search.stats()["vector_index"] == 1
+    hits = search("frozen pipeline thawing", k=10, filters=only, mode="vector")
+    assert sorted(hits["source_id"].to_list()) == [str(i) for i in range(5)]
+
+    small = reindex(search, restart=True, batch_size=500, progress=False)
+    assert not small.bulk and small.index_build_seconds == 0, "small runs keep the index"

@@ -196,6 +196,11 @@ class Search:
         finally:
             raw.close()
 
+    @property
+    def postgres_url(self) -> str:
+        """The index database as a libpq URL, for work that needs its own connection."""
+        return self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
     def embed_query(self, query: str) -> Vectors:
         key = (self.embedder.name, query)
         with self._lock:
@@ -377,13 +382,20 @@ class Search:
         with self.connection() as conn:
             return delete_documents(conn, {document_id(key): 0}, tombstone=False)
 
-    def reindex(self, *, restart: bool = False, batch_size: int = 200) -> ReindexResult:
-        """Backfill the index from the catalog; resumes where an interrupted run stopped."""
+    def reindex(
+        self, *, restart: bool = False, batch_size: int = 200, bulk: bool | None = None
+    ) -> ReindexResult:
+        """Backfill the index from the catalog; resumes where an interrupted run stopped.
+
+        `bulk` drops the HNSW index for the load and builds it once at the end (by default when
+        at least 20,000 entities are to be indexed).
+        """
         from workbench.search.indexer import reindex
 
-        return reindex(self, restart=restart, batch_size=batch_size)
+        return reindex(self, restart=restart, batch_size=batch_size, bulk=bulk)
 
     def stats(self) -> dict[str, int]:
-        """Documents, chunks and cached embeddings in the index."""
+        """Documents, chunks and cached embeddings in the index, and whether the HNSW index
+        is in place (0 while a bulk load runs)."""
         with self.connection() as conn:
             return index_stats(conn)

@@ -118,18 +118,31 @@ def reindex(
         bool, typer.Option("--restart", help="Start over instead of resuming.")
     ] = False,
     batch_size: Annotated[int, typer.Option(help="Entities per committed batch.")] = 200,
+    bulk: Annotated[
+        bool | None,
+        typer.Option(
+            "--bulk/--no-bulk",
+            help="Drop the vector index for the load and build it once at the end "
+            "(default: when at least 20,000 entities are to be indexed).",
+        ),
+    ] = None,
 ) -> None:
     """Backfill the index from the catalog; resumes an interrupted run."""
     from workbench.search.indexer import reindex as run_reindex
 
     workbench = _connect()
-    result = run_reindex(workbench.search, restart=restart, batch_size=batch_size)
+    result = run_reindex(workbench.search, restart=restart, batch_size=batch_size, bulk=bulk)
     state = "complete" if result.complete else "interrupted"
     resumed = " (resumed)" if result.resumed else ""
     out.print(
         f"reindex {state}{resumed}: {result.total} entities, {result.indexed} indexed, "
         f"{result.skipped} unchanged, {result.chunks} chunks, {result.removed} removed, "
-        f"{result.seconds:.1f} s",
+        f"{result.seconds:.1f} s"
+        + (
+            f" (bulk load, vector index built in {result.index_build_seconds:.1f} s)"
+            if result.bulk
+            else ""
+        ),
         highlight=False,
     )
 

@@ -30,7 +30,14 @@ from workbench.events.consumer import ConsumedEvent
 from workbench.observability import get_logger
 from workbench.search.chunker import Chunker
 from workbench.search.embedder import Embedder, get_embedder
-from workbench.search.index import Document, delete_documents, write_documents
+from workbench.search.index import (
+    Document,
+    build_vector_index,
+    delete_documents,
+    drop_vector_index,
+    vector_index_present,
+    write_documents,
+)
 
 if TYPE_CHECKING:
     from workbench.search.api import Search
@@ -190,7 +197,12 @@ class ReindexResult:
     resumed: bool
     complete: bool
     seconds: float
+    bulk: bool = False
+    index_build_seconds: float = 0.0
 
+
+# From this many entities to (re)index, a bulk load with one index build beats row-by-row upkeep.
+BULK_MIN_ENTITIES = 20_000
 
 _SELECT_BATCH = """
 SELECT id, domain, source_system, entity_type, source_id, display_name, attributes, tags,
@@ -209,43 +221,23 @@ def reindex(
     batch_size: int = 200,
     max_batches: int | None = None,
     progress: bool | None = None,
+    bulk: bool | None = None,
 ) -> ReindexResult:
     """Backfill the index from the catalog, resuming an unfinished run unless `restart`.
 
-    `max_batches` stops early (as an interruption would); the next call resumes.
+    `max_batches` stops early (as an interruption would); the next call resumes. `bulk` (by
+    default: when at least BULK_MIN_ENTITIES remain) drops the HNSW index for the load and builds
+    it once at the end, far cheaper than maintaining it row by row; queries stay correct
+    meanwhile, only slower. A run that completes always leaves the index in place.
     """
     from tqdm.auto import tqdm
 
     started = time.monotonic()
     embedder = search.embedder
     chunker = search.chunker()
-    with search.connection() as conn:
-        state = conn.execute(
-            "SELECT cursor_id, done, finished_at, model FROM dictamesh_search_reindex "
-            "WHERE job = %s",
-            (REINDEX_JOB,),
-        ).fetchone()
-        counted = conn.execute(
-            "SELECT count(*) FROM dictamesh_entity_catalog WHERE NOT is_deleted"
-        ).fetchone()
-        total = int(counted[0]) if counted else 0
-        resumed = bool(
-            state is not None and state[2] is None and not restart and state[3] == embedder.name
-        )
-        cursor: uuid.UUID | None = state[0] if resumed and state is not None else None
-        done = int(state[1]) if resumed and state is not None else 0
-        conn.execute(
-            """
-            INSERT INTO dictamesh_search_reindex (job, cursor_id, done, total, model)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (job) DO UPDATE SET cursor_id = EXCLUDED.cursor_id,
-                done = EXCLUDED.done, total = EXCLUDED.total, model = EXCLUDED.model,
-                started_at = CASE WHEN %s THEN dictamesh_search_reindex.started_at
-                                  ELSE now() END,
-                updated_at = now(), finished_at = NULL
-            """,
-            (REINDEX_JOB, cursor, done, total, embedder.name, resumed),
-        )
+    total, cursor, done, resumed, bulk = _start_job(
+        search, embedder.name, restart=restart, bulk=bulk
+    )
     indexed = skipped = chunks = batches = 0
     complete = False
     show = progress if progress is not None else None
@@ -291,9 +283,14 @@ def reindex(
             batches += 1
             bar.update(len(rows))
     removed = 0
+    build_seconds = 0.0
     if complete:
         with search.connection() as conn:
             removed = _sweep(conn)
+            missing = not vector_index_present(conn)
+        if missing:
+            build_seconds = build_vector_index(search.postgres_url)
+        with search.connection() as conn:
             conn.execute(
                 "UPDATE dictamesh_search_reindex SET finished_at = now(), updated_at = now() "
                 "WHERE job = %s",
@@ -308,9 +305,52 @@ def reindex(
         resumed=resumed,
         complete=complete,
         seconds=round(time.monotonic() - started, 3),
+        bulk=bool(bulk),
+        index_build_seconds=round(build_seconds, 3),
     )
     log.info("search reindex", **result.__dict__)
     return result
+
+
+def _start_job(
+    search: Search, model: str, *, restart: bool, bulk: bool | None
+) -> tuple[int, uuid.UUID | None, int, bool, bool]:
+    """Record a (re)started or resumed run; drop the HNSW index for a bulk load.
+
+    Returns the entities to cover, the cursor and count to resume from, whether it resumed,
+    and whether it loads in bulk.
+    """
+    with search.connection() as conn:
+        state = conn.execute(
+            "SELECT cursor_id, done, finished_at, model FROM dictamesh_search_reindex "
+            "WHERE job = %s",
+            (REINDEX_JOB,),
+        ).fetchone()
+        counted = conn.execute(
+            "SELECT count(*) FROM dictamesh_entity_catalog WHERE NOT is_deleted"
+        ).fetchone()
+        total = int(counted[0]) if counted else 0
+        resumed = bool(state is not None and state[2] is None and not restart and state[3] == model)
+        cursor: uuid.UUID | None = state[0] if resumed and state is not None else None
+        done = int(state[1]) if resumed and state is not None else 0
+        index_present = vector_index_present(conn)
+        if bulk is None:
+            bulk = not index_present or total - done >= BULK_MIN_ENTITIES
+        if bulk and index_present:
+            drop_vector_index(conn)
+        conn.execute(
+            """
+            INSERT INTO dictamesh_search_reindex (job, cursor_id, done, total, model)
+            VALUES (%s, %s, %s, %s, %s)
+            ON CONFLICT (job) DO UPDATE SET cursor_id = EXCLUDED.cursor_id,
+                done = EXCLUDED.done, total = EXCLUDED.total, model = EXCLUDED.model,
+                started_at = CASE WHEN %s THEN dictamesh_search_reindex.started_at
+                                  ELSE now() END,
+                updated_at = now(), finished_at = NULL
+            """,
+            (REINDEX_JOB, cursor, done, total, model, resumed),
+        )
+    return total, cursor, done, resumed, bulk
 
 
 def _sweep(conn: psycopg.Connection[Any]) -> int:
