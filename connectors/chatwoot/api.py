@@ -69,8 +69,35 @@ def _pages(fetch: Any, *, max_pages: int) -> Iterator[dict[str, Any]]:
             yield record
 
 
-class PlatformAPI:
+class _Root:
+    """Requests relative to one API root (`base`): the plumbing the three APIs share."""
+
+    http: HttpClient
+
+    @property
+    def base(self) -> str:
+        raise NotImplementedError
+
+    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        return self.http.get_json(f"{self.base}{path}", params=params)
+
+    def _send(
+        self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """A call whose answer is a JSON document."""
+        return self.http.request_json(method, f"{self.base}{path}", params=params, json=body)
+
+    def _call(
+        self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None
+    ) -> None:
+        """A call whose answer carries nothing to read (204, or a body the spec leaves open)."""
+        self.http.request(method, f"{self.base}{path}", params=params, json=body)
+
+
+class PlatformAPI(_Root):
     """``/platform/api/v1``: provisioning with a platform app token."""
+
+    base = "/platform/api/v1"
 
     def __init__(self, http: HttpClient) -> None:
         self.http = http
@@ -79,92 +106,67 @@ class PlatformAPI:
         return "PlatformAPI()"
 
     def create_account(self, name: str, **fields: Any) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "POST", "/platform/api/v1/accounts", json={"name": name, **fields}
-            )
-        )
+        return _object(self._send("POST", "/accounts", {"name": name, **fields}))
 
     def get_account(self, account_id: int) -> dict[str, Any]:
-        return _object(self.http.get_json(f"/platform/api/v1/accounts/{int(account_id)}"))
+        return _object(self._get(f"/accounts/{int(account_id)}"))
 
     def update_account(self, account_id: int, **fields: Any) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "PATCH", f"/platform/api/v1/accounts/{int(account_id)}", json=fields
-            )
-        )
+        return _object(self._send("PATCH", f"/accounts/{int(account_id)}", fields))
 
     def delete_account(self, account_id: int) -> None:
-        self.http.request("DELETE", f"/platform/api/v1/accounts/{int(account_id)}")
+        self._call("DELETE", f"/accounts/{int(account_id)}")
 
     def account_users(self, account_id: int) -> list[dict[str, Any]]:
-        return _payload(
-            self.http.get_json(f"/platform/api/v1/accounts/{int(account_id)}/account_users")
-        )
+        return _payload(self._get(f"/accounts/{int(account_id)}/account_users"))
 
     def add_account_user(self, account_id: int, user_id: int, role: str) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "POST",
-                f"/platform/api/v1/accounts/{int(account_id)}/account_users",
-                json={"user_id": int(user_id), "role": role},
-            )
-        )
+        body = {"user_id": int(user_id), "role": role}
+        return _object(self._send("POST", f"/accounts/{int(account_id)}/account_users", body))
 
     def remove_account_user(self, account_id: int, user_id: int) -> None:
         # The spec declares no request body for this DELETE (a body is refused with 415), so
         # `user_id` travels in the query string, which Chatwoot's Rails params also read.
-        self.http.request(
+        self._call(
             "DELETE",
-            f"/platform/api/v1/accounts/{int(account_id)}/account_users",
+            f"/accounts/{int(account_id)}/account_users",
             params={"user_id": int(user_id)},
         )
 
     def agent_bots(self) -> list[dict[str, Any]]:
-        return _payload(self.http.get_json("/platform/api/v1/agent_bots"))
+        return _payload(self._get("/agent_bots"))
 
     def create_agent_bot(self, name: str, **fields: Any) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "POST", "/platform/api/v1/agent_bots", json={"name": name, **fields}
-            )
-        )
+        return _object(self._send("POST", "/agent_bots", {"name": name, **fields}))
 
     def get_agent_bot(self, bot_id: int) -> dict[str, Any]:
-        return _object(self.http.get_json(f"/platform/api/v1/agent_bots/{int(bot_id)}"))
+        return _object(self._get(f"/agent_bots/{int(bot_id)}"))
 
     def update_agent_bot(self, bot_id: int, **fields: Any) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "PATCH", f"/platform/api/v1/agent_bots/{int(bot_id)}", json=fields
-            )
-        )
+        return _object(self._send("PATCH", f"/agent_bots/{int(bot_id)}", fields))
 
     def delete_agent_bot(self, bot_id: int) -> None:
-        self.http.request("DELETE", f"/platform/api/v1/agent_bots/{int(bot_id)}")
+        self._call("DELETE", f"/agent_bots/{int(bot_id)}")
 
     def create_user(self, name: str, email: str, password: str, **fields: Any) -> dict[str, Any]:
         body = {"name": name, "email": email, "password": password, **fields}
-        return _object(self.http.request_json("POST", "/platform/api/v1/users", json=body))
+        return _object(self._send("POST", "/users", body))
 
     def get_user(self, user_id: int) -> dict[str, Any]:
-        return _object(self.http.get_json(f"/platform/api/v1/users/{int(user_id)}"))
+        return _object(self._get(f"/users/{int(user_id)}"))
 
     def update_user(self, user_id: int, **fields: Any) -> dict[str, Any]:
-        return _object(
-            self.http.request_json("PATCH", f"/platform/api/v1/users/{int(user_id)}", json=fields)
-        )
+        return _object(self._send("PATCH", f"/users/{int(user_id)}", fields))
 
     def delete_user(self, user_id: int) -> None:
-        self.http.request("DELETE", f"/platform/api/v1/users/{int(user_id)}")
+        self._call("DELETE", f"/users/{int(user_id)}")
 
     def user_login_url(self, user_id: int) -> str:
-        document = self.http.get_json(f"/platform/api/v1/users/{int(user_id)}/login")
+        document = self._get(f"/users/{int(user_id)}/login")
         return str(document.get("url", "")) if isinstance(document, dict) else ""
 
 
-class ApplicationAPI:
+class ApplicationAPI(_Root):
     """``/api/v1/accounts/{account_id}``: an agent's or administrator's view of one account."""
 
     def __init__(self, http: HttpClient, account_id: int, *, max_pages: int = 1000) -> None:
@@ -178,12 +180,6 @@ class ApplicationAPI:
     @property
     def base(self) -> str:
         return f"/api/v1/accounts/{self.account_id}"
-
-    def _get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
-        return self.http.get_json(f"{self.base}{path}", params=params)
-
-    def _send(self, method: str, path: str, body: Any = None) -> Any:
-        return self.http.request_json(method, f"{self.base}{path}", json=body)
 
     # account
     def account(self) -> dict[str, Any]:
@@ -227,13 +223,10 @@ class ApplicationAPI:
         self, conditions: Sequence[Mapping[str, Any]], page: int = 1
     ) -> list[dict[str, Any]]:
         """``POST conversations/filter`` with Chatwoot's filter payload (see `condition`)."""
-        document = self.http.request_json(
-            "POST",
-            f"{self.base}/conversations/filter",
-            params={"page": int(page)},
-            json={"payload": [dict(c) for c in conditions]},
+        body = {"payload": [dict(c) for c in conditions]}
+        return _payload(
+            self._send("POST", "/conversations/filter", body, params={"page": int(page)})
         )
-        return _payload(document)
 
     def conversation(self, conversation_id: int) -> dict[str, Any]:
         return _object(self._get(f"/conversations/{int(conversation_id)}"))
@@ -254,11 +247,8 @@ class ApplicationAPI:
     def toggle_priority(
         self, conversation_id: int, priority: Literal["urgent", "high", "medium", "low", "none"]
     ) -> None:
-        self.http.request(
-            "POST",
-            f"{self.base}/conversations/{int(conversation_id)}/toggle_priority",
-            json={"priority": priority},
-        )
+        path = f"/conversations/{int(conversation_id)}/toggle_priority"
+        self._call("POST", path, {"priority": priority})
 
     def assign(
         self, conversation_id: int, *, assignee_id: int | None = None, team_id: int | None = None
@@ -314,10 +304,7 @@ class ApplicationAPI:
         return _object(self._send("POST", f"/conversations/{int(conversation_id)}/messages", body))
 
     def delete_message(self, conversation_id: int, message_id: int) -> None:
-        self.http.request(
-            "DELETE",
-            f"{self.base}/conversations/{int(conversation_id)}/messages/{int(message_id)}",
-        )
+        self._call("DELETE", f"/conversations/{int(conversation_id)}/messages/{int(message_id)}")
 
     # contacts
     def contacts_page(self, page: int = 1, *, sort: ContactSort | None = None) -> Any:
@@ -339,13 +326,8 @@ class ApplicationAPI:
     def filter_contacts(
         self, conditions: Sequence[Mapping[str, Any]], page: int = 1
     ) -> list[dict[str, Any]]:
-        document = self.http.request_json(
-            "POST",
-            f"{self.base}/contacts/filter",
-            params={"page": int(page)},
-            json={"payload": [dict(c) for c in conditions]},
-        )
-        return _payload(document)
+        body = {"payload": [dict(c) for c in conditions]}
+        return _payload(self._send("POST", "/contacts/filter", body, params={"page": int(page)}))
 
     def create_contact(self, inbox_id: int, **fields: Any) -> dict[str, Any]:
         return _object(self._send("POST", "/contacts", {"inbox_id": int(inbox_id), **fields}))
@@ -354,7 +336,7 @@ class ApplicationAPI:
         return _object(self._send("PUT", f"/contacts/{int(contact_id)}", fields))
 
     def delete_contact(self, contact_id: int) -> None:
-        self.http.request("DELETE", f"{self.base}/contacts/{int(contact_id)}")
+        self._call("DELETE", f"/contacts/{int(contact_id)}")
 
     def merge_contacts(self, base_contact_id: int, mergee_contact_id: int) -> dict[str, Any]:
         """Merge `mergee` into `base`; Chatwoot deletes the mergee."""
@@ -468,7 +450,7 @@ def condition(
     return built
 
 
-class ClientAPI:
+class ClientAPI(_Root):
     """``/public/api/v1/inboxes/{inbox_identifier}``: what the website widget calls."""
 
     def __init__(self, http: HttpClient, inbox_identifier: str) -> None:
@@ -482,85 +464,58 @@ class ClientAPI:
     def base(self) -> str:
         return f"/public/api/v1/inboxes/{self.inbox_identifier}"
 
+    @staticmethod
+    def _conversation(contact_identifier: str, conversation_id: int) -> str:
+        return f"/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
+
     def create_contact(self, **fields: Any) -> dict[str, Any]:
-        return _object(self.http.request_json("POST", f"{self.base}/contacts", json=fields))
+        return _object(self._send("POST", "/contacts", fields))
 
     def contact(self, contact_identifier: str) -> dict[str, Any]:
-        return _object(self.http.get_json(f"{self.base}/contacts/{contact_identifier}"))
+        return _object(self._get(f"/contacts/{contact_identifier}"))
 
     def update_contact(self, contact_identifier: str, **fields: Any) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "PATCH", f"{self.base}/contacts/{contact_identifier}", json=fields
-            )
-        )
+        return _object(self._send("PATCH", f"/contacts/{contact_identifier}", fields))
 
     def create_conversation(
         self, contact_identifier: str, *, custom_attributes: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         body = {"custom_attributes": dict(custom_attributes or {})}
-        return _object(
-            self.http.request_json(
-                "POST", f"{self.base}/contacts/{contact_identifier}/conversations", json=body
-            )
-        )
+        return _object(self._send("POST", f"/contacts/{contact_identifier}/conversations", body))
 
     def conversations(self, contact_identifier: str) -> list[dict[str, Any]]:
-        return _payload(
-            self.http.get_json(f"{self.base}/contacts/{contact_identifier}/conversations")
-        )
+        return _payload(self._get(f"/contacts/{contact_identifier}/conversations"))
 
     def conversation(self, contact_identifier: str, conversation_id: int) -> dict[str, Any]:
-        return _object(
-            self.http.get_json(
-                f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-            )
-        )
+        return _object(self._get(self._conversation(contact_identifier, conversation_id)))
 
     def resolve_conversation(self, contact_identifier: str, conversation_id: int) -> Any:
-        return self.http.request_json(
-            "POST",
-            f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-            "/toggle_status",
-        )
+        path = self._conversation(contact_identifier, conversation_id)
+        return self._send("POST", f"{path}/toggle_status")
 
     def toggle_typing(
         self, contact_identifier: str, conversation_id: int, typing_status: Literal["on", "off"]
     ) -> None:
-        self.http.request(
+        self._call(
             "POST",
-            f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-            "/toggle_typing",
-            params={"typing_status": typing_status},  # the spec requires it in the query
-            json={"typing_status": typing_status},  # and declares it in the body too
+            f"{self._conversation(contact_identifier, conversation_id)}/toggle_typing",
+            {"typing_status": typing_status},  # the spec declares it in the body
+            params={"typing_status": typing_status},  # and requires it in the query
         )
 
     def update_last_seen(self, contact_identifier: str, conversation_id: int) -> None:
-        self.http.request(
-            "POST",
-            f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-            "/update_last_seen",
-        )
+        path = self._conversation(contact_identifier, conversation_id)
+        self._call("POST", f"{path}/update_last_seen")
 
     def create_message(
         self, contact_identifier: str, conversation_id: int, content: str, **fields: Any
     ) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "POST",
-                f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-                "/messages",
-                json={"content": content, **fields},
-            )
-        )
+        path = self._conversation(contact_identifier, conversation_id)
+        return _object(self._send("POST", f"{path}/messages", {"content": content, **fields}))
 
     def messages(self, contact_identifier: str, conversation_id: int) -> list[dict[str, Any]]:
-        return _payload(
-            self.http.get_json(
-                f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-                "/messages"
-            )
-        )
+        path = self._conversation(contact_identifier, conversation_id)
+        return _payload(self._get(f"{path}/messages"))
 
     def update_message(
         self,
@@ -569,11 +524,6 @@ class ClientAPI:
         message_id: int,
         submitted_values: Mapping[str, Any],
     ) -> dict[str, Any]:
-        return _object(
-            self.http.request_json(
-                "PATCH",
-                f"{self.base}/contacts/{contact_identifier}/conversations/{int(conversation_id)}"
-                f"/messages/{int(message_id)}",
-                json={"submitted_values": dict(submitted_values)},
-            )
-        )
+        path = self._conversation(contact_identifier, conversation_id)
+        body = {"submitted_values": dict(submitted_values)}
+        return _object(self._send("PATCH", f"{path}/messages/{int(message_id)}", body))

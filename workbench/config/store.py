@@ -617,25 +617,59 @@ class Config:
             if value is not _DELETE and reuse_secret is None:
                 _check_json(key, value, secret=info.is_secret)
                 validate_against(key, info.schema, value, scope, secret=info.is_secret)
-            if needs_approval:
-                return self._propose(
-                    connection, actor, scope, key, info, value, reason, rollback_of, reuse_secret
-                )
-            result = self._write(
+            result = self._propose_or_write(
                 connection,
                 actor,
                 scope,
                 key,
                 info,
                 value,
+                needs_approval=needs_approval,
                 reason=reason,
                 action=action,
+                notices=notices,
                 rollback_of=rollback_of,
                 reuse_secret=reuse_secret,
-                notices=notices,
             )
         self._after_commit(notices)
         return result
+
+    def _propose_or_write(
+        self,
+        connection: Connection,
+        actor: Actor,
+        scope: Scope,
+        key: str,
+        info: KeyInfo,
+        value: Any,
+        *,
+        needs_approval: bool,
+        reason: str,
+        action: str,
+        notices: list[ConfigChange],
+        rollback_of: int | None = None,
+        reuse_secret: uuid.UUID | None = None,
+        change_set: uuid.UUID | None = None,
+    ) -> ConfigVersion | Proposal:
+        """A proposal where the environment requires approval, otherwise the change itself."""
+        if needs_approval:
+            return self._propose(
+                connection, actor, scope, key, info, value, reason, rollback_of, reuse_secret
+            )
+        return self._write(
+            connection,
+            actor,
+            scope,
+            key,
+            info,
+            value,
+            reason=reason,
+            action=action,
+            notices=notices,
+            rollback_of=rollback_of,
+            reuse_secret=reuse_secret,
+            change_set=change_set,
+        )
 
     def _prepare_key(
         self, connection: Connection, key: str, *, secret: bool | None, value: Any
@@ -1898,27 +1932,21 @@ class Config:
                 validate_against(key, info.schema, value, scope, secret=info.is_secret)
                 prepared.append((scope, key, value, info, approval))
             for scope, key, value, info, approval in prepared:
-                if approval:
-                    results.append(
-                        self._propose(
-                            connection, actor, scope, key, info, value, reason, None, None
-                        )
+                results.append(
+                    self._propose_or_write(
+                        connection,
+                        actor,
+                        scope,
+                        key,
+                        info,
+                        value,
+                        needs_approval=approval,
+                        reason=reason,
+                        action=action,
+                        notices=notices,
+                        change_set=change_set,
                     )
-                else:
-                    results.append(
-                        self._write(
-                            connection,
-                            actor,
-                            scope,
-                            key,
-                            info,
-                            value,
-                            reason=reason,
-                            action=action,
-                            notices=notices,
-                            change_set=change_set,
-                        )
-                    )
+                )
         self._after_commit(notices)
         return results
 
