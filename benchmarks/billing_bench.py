@@ -29,6 +29,7 @@ import polars as pl
 from dateutil.relativedelta import relativedelta
 
 from benchmarks.common import Machine
+from workbench.billing.mrr import INTERVAL_SCHEMA
 
 HOUR = timedelta(hours=1)
 US = timedelta(microseconds=1)
@@ -107,21 +108,7 @@ def generate_history(
             if rng.random() < 0.7:  # most churned customers do not return
                 break
             t += timedelta(days=rng.randrange(1, 300))
-    intervals = pl.DataFrame(
-        rows,
-        schema={
-            "customer_id": pl.String,
-            "subscription_id": pl.String,
-            "valid_from": pl.Datetime("us", "UTC"),
-            "valid_to": pl.Datetime("us", "UTC"),
-            "amount": pl.Float64,
-            "currency": pl.String,
-            "interval": pl.String,
-            "discount_amount": pl.Float64,
-            "is_trial": pl.Boolean,
-            "cancel_scheduled_at": pl.Datetime("us", "UTC"),
-        },
-    )
+    intervals = pl.DataFrame(rows, schema=INTERVAL_SCHEMA)
     fx_rows = []
     for m in range(-1, months + 1):
         day = (origin + relativedelta(months=m)).date()

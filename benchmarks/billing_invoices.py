@@ -5,9 +5,9 @@
 One isolated embedded stack. Set-up (not timed) writes N customers, N monthly subscriptions on a
 plan with a graduated usage charge and a package charge, and five usage events per customer with
 COPY. The timed part is one `Billing.generate_invoices` call: usage aggregated in SQL, every line
-priced by the pricing engine, coupon, tax and credits applied, N invoices and their lines
-inserted, sequential numbers taken, periods advanced and N `invoice.issued` events written to the
-outbox, in one transaction.
+priced by the pricing engine, the stored discounts and tax rates loaded for the whole batch
+and applied, credits applied, N invoices and their lines inserted, sequential numbers
+taken, periods advanced and N `invoice.issued` events written to the outbox, in one transaction.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from decimal import Decimal
 import psycopg
 
 from benchmarks.common import Machine, isolated_stack
-from workbench.billing.pricing import Charge, Coupon, Tier
+from workbench.billing.pricing import Charge, Tier
 from workbench.billing.service import Billing, PlanCharge
 from workbench.db import make_engine
 
@@ -51,6 +51,10 @@ def run_invoice_benchmark(count: int) -> None:
                 ),
             ],
         )
+        vat = billing.create_tax_rate("bench", "VAT", Decimal(20))
+        coupon = billing.create_coupon(
+            "bench", "LAUNCH", percent_off=Decimal(5), duration="forever"
+        )
         rng = random.Random(3)
         print(f"setting up {count:,} subscriptions with usage ...", flush=True)
         with psycopg.connect(endpoints.postgres_url) as conn:
@@ -60,8 +64,7 @@ def run_invoice_benchmark(count: int) -> None:
             customers = [uuid.uuid4() for _ in range(count)]
             with conn.cursor().copy(
                 "COPY dictamesh_billing_customers (id, organization_id, external_id, name, "
-                "currency, "
-                "tax_rate, credit_balance) FROM STDIN"
+                "currency, credit_balance) FROM STDIN"
             ) as copy:
                 for i, cid in enumerate(customers):
                     copy.write_row(
@@ -71,10 +74,21 @@ def run_invoice_benchmark(count: int) -> None:
                             f"cus_{i}",
                             f"Customer {i}",
                             "USD",
-                            Decimal("0.2") if i % 3 else 0,
                             5 if i % 10 == 0 else 0,
                         )
                     )
+            with conn.cursor().copy(
+                "COPY dictamesh_billing_customer_tax_rates (customer_id, tax_rate_id) FROM STDIN"
+            ) as copy:
+                for i, cid in enumerate(customers):
+                    if i % 3:
+                        copy.write_row((cid, vat))
+            with conn.cursor().copy(
+                "COPY dictamesh_billing_discounts (organization_id, coupon_id, customer_id, "
+                "starts_at) FROM STDIN"
+            ) as copy:
+                for cid in customers:
+                    copy.write_row(("bench", coupon, cid, T0))
             with conn.cursor().copy(
                 "COPY dictamesh_billing_subscriptions (organization_id, customer_id, plan_id, "
                 "status, "
@@ -105,9 +119,7 @@ def run_invoice_benchmark(count: int) -> None:
                         )
             conn.execute("ANALYZE")
         began = time.perf_counter()
-        invoices = billing.generate_invoices(
-            "bench", coupons=[Coupon("LAUNCH", percent_off=Decimal(5))], at=T0 + timedelta(days=31)
-        )
+        invoices = billing.generate_invoices("bench", at=T0 + timedelta(days=31))
         seconds = time.perf_counter() - began
         assert len(invoices) == count
         numbers = sorted(int((inv.number or "0").rsplit("-", 1)[1]) for inv in invoices)

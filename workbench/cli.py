@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from workbench import __version__
+from workbench.billing.cli import billing_app
 from workbench.cli_support import handles_errors, out
 from workbench.config.cli import app as config_app
 from workbench.connectors_cli import connectors_app, scaffold_app, sync_command
@@ -31,14 +32,13 @@ migrate_app = typer.Typer(
     help="Apply, revert and inspect catalog schema migrations.", no_args_is_help=True
 )
 report_app = typer.Typer(help="Run parameterized notebook reports.", no_args_is_help=True)
-demo_app = typer.Typer(help="Demo data, published through the real pipeline.", no_args_is_help=True)
 app.add_typer(migrate_app, name="migrate")
 app.add_typer(report_app, name="report")
-app.add_typer(demo_app, name="demo")
 app.add_typer(config_app, name="config")
 app.add_typer(search_app, name="search")
 app.add_typer(connectors_app, name="connectors")
 app.add_typer(scaffold_app, name="scaffold")
+app.add_typer(billing_app, name="billing")
 app.command("sync")(sync_command)
 
 
@@ -291,39 +291,6 @@ def _supervise_consumers(sinks: list[str], processes: int) -> None:
     codes = [child.wait(60) for child in children]
     if any(code not in (0, -signal.SIGTERM) for code in codes):
         raise typer.Exit(1)
-
-
-@demo_app.command("load")
-@handles_errors
-def demo_load(
-    seed: Annotated[int, typer.Option(help="Seed of the generated data.")] = 7,
-    conversations: Annotated[int, typer.Option(help="How many conversations.")] = 60,
-) -> None:
-    """Publish the demo organisation as entity events and wait until the catalog has them."""
-    from tqdm.auto import tqdm
-
-    from workbench.client import connect
-    from workbench.demo import SOURCE, demo_changes
-    from workbench.events.producer import wait_for_all
-    from workbench.events.workers import Workers, build_runners
-
-    workbench = connect(_settings())
-    workers = Workers(build_runners(workbench.endpoints, ["catalog"])).start()
-    try:
-        handles = [
-            workbench.catalog.publish_change(item.topic, item.change, source=SOURCE)
-            for item in tqdm(
-                list(demo_changes(seed, conversations)), desc="publishing", unit="event"
-            )
-        ]
-        wait_for_all(handles, timeout=120)
-    finally:
-        workers.stop()
-    counts = workbench.counts()
-    out.print(
-        f"demo loaded: {len(handles)} events; catalog has {counts['entities']} entities, "
-        f"{counts['relationships']} relationships, {counts['events']} logged changes"
-    )
 
 
 # -- reports -------------------------------------------------------------------------------

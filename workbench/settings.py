@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     serve_port: int = Field(default=5006, ge=1, le=65535)
     serve_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
+    billing_stripe_webhook_secret: SecretStr | None = Field(
+        default=None, description="Signing secret of POST /billing/webhooks/stripe."
+    )
+    billing_config_environment: str = Field(
+        default="prod", description="Configuration environment holding billing secrets."
+    )
+
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     otel_endpoint: str | None = None
@@ -235,7 +242,14 @@ def redact_url(url: str) -> str:
 def _shown_value(field: str, value: Any) -> str:
     if field in {"postgres_url", "redis_url"} and isinstance(value, str):
         return repr(redact_url(value))
-    if field in {"master_key", "dashboard_users", "oauth_secret", "cookie_secret", "api_tokens"}:
+    if field in {
+        "master_key",
+        "dashboard_users",
+        "oauth_secret",
+        "cookie_secret",
+        "api_tokens",
+        "billing_stripe_webhook_secret",
+    }:
         return "'***'"
     if isinstance(value, dict):
         return "<object>"

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import tempfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
 
 from workbench.billing import BillingInputError, analyse, mrr_movements, saas_metrics
+from workbench.billing.errors import BillingError
+from workbench.billing.mrr import FX_SCHEMA, INTERVAL_SCHEMA, read_fx, read_intervals
 
 START, END = date(2024, 1, 1), date(2025, 1, 1)
 
@@ -48,22 +53,8 @@ def _row(
     }
 
 
-SCHEMA = {
-    "customer_id": pl.String,
-    "subscription_id": pl.String,
-    "valid_from": pl.Datetime("us", "UTC"),
-    "valid_to": pl.Datetime("us", "UTC"),
-    "amount": pl.Float64,
-    "currency": pl.String,
-    "interval": pl.String,
-    "discount_amount": pl.Float64,
-    "is_trial": pl.Boolean,
-    "cancel_scheduled_at": pl.Datetime("us", "UTC"),
-}
-
-
 def frame(*rows: dict[str, Any]) -> pl.DataFrame:
-    return pl.DataFrame(list(rows), schema=SCHEMA)
+    return pl.DataFrame(list(rows), schema=INTERVAL_SCHEMA)
 
 
 def moves(
@@ -81,7 +72,7 @@ def moves(
 def fx_table(*rows: tuple[str, date, float]) -> pl.DataFrame:
     return pl.DataFrame(
         rows,
-        schema={"currency": pl.String, "date": pl.Date, "rate_to_reporting": pl.Float64},
+        schema=FX_SCHEMA,
         orient="row",
     )
 
@@ -447,3 +438,59 @@ def test_splitting_the_window_gives_the_same_movements(
         ]
     )
     assert whole.to_dicts() == parts.to_dicts()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(histories(), st.sampled_from(["csv", "parquet"]))
+def test_files_read_back_as_the_frame_they_were_written_from(
+    history: tuple[pl.DataFrame, pl.DataFrame], suffix: str
+) -> None:
+    intervals, fx = history
+    with tempfile.TemporaryDirectory() as folder:
+        intervals_file, fx_file = Path(folder, f"i.{suffix}"), Path(folder, f"fx.{suffix}")
+        if suffix == "csv":
+            intervals.write_csv(intervals_file)
+            fx.write_csv(fx_file)
+        else:
+            intervals.write_parquet(intervals_file)
+            fx.write_parquet(fx_file)
+        assert_frame_equal(read_intervals(intervals_file), intervals)
+        assert_frame_equal(read_fx(fx_file), fx)
+
+
+def test_file_values_of_the_wrong_type_name_row_and_field(tmp_path: Path) -> None:
+    header = "customer_id,subscription_id,valid_from,valid_to,amount,currency,interval,is_trial"
+    good = "c1,s1,2024-01-01,,10,USD,month,no"
+    cases = [
+        ("c2,s2,2024-02-30,,10,USD,month,no", "valid_from", "'2024-02-30'"),
+        ("c2,s2,2024-02-01,soon,10,USD,month,no", "valid_to", "'soon'"),
+        ("c2,s2,2024-02-01,,1'000,USD,month,no", "amount", '"1\'000"'),
+        ("c2,s2,2024-02-01,,10,USD,month,maybe", "is_trial", "'maybe'"),
+    ]
+    for bad, field, shown in cases:
+        path = tmp_path / "history.csv"
+        path.write_text(f"{header}\n{good}\n{bad}\n")
+        with pytest.raises(BillingInputError) as caught:
+            read_intervals(path)
+        assert caught.value.field == field
+        assert str(caught.value).startswith(
+            f"Row 1 (customer_id='c2', subscription_id='s2'), field {field!r} = {shown}: is not"
+        )
+    path.write_text(f"{header}\n{good}\n c2 , s2 ,2024-02-01T10:00:00+02:00,, 12.5 ,USD,year,\n")
+    read = read_intervals(path)
+    assert read.row(1) == (
+        "c2",
+        "s2",
+        datetime(2024, 2, 1, 8, tzinfo=UTC),
+        None,
+        12.5,
+        "USD",
+        "year",
+        None,
+    )
+    with pytest.raises(BillingError, match="does not exist"):
+        read_intervals(tmp_path / "nowhere.csv")
+    rates = tmp_path / "fx.csv"
+    rates.write_text("currency,date,rate_to_reporting\nEUR,2024-01-01,1.1\nEUR,01/02/2024,1.2\n")
+    with pytest.raises(BillingInputError, match="Row 1 of the FX table, field 'date'"):
+        read_fx(rates)

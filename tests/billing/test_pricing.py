@@ -14,6 +14,7 @@ from workbench.billing.pricing import (
     Charge,
     Coupon,
     LineInput,
+    TaxRate,
     Tier,
     graduated,
     invoice_totals,
@@ -86,12 +87,10 @@ def test_proration_mid_period_upgrade() -> None:
 
 def test_invoice_with_tax_coupon_and_credits() -> None:
     totals = invoice_totals(
-        [
-            LineInput("Pro plan", D(100), tax_rate=D("0.20")),
-            LineInput("API calls", D("50.004"), tax_rate=D("0.20"), kind="usage"),
-        ],
+        [LineInput("Pro plan", D(100)), LineInput("API calls", D("50.004"), kind="usage")],
         "EUR",
         coupons=[Coupon("WELCOME10", percent_off=D(10))],
+        tax_rates=[TaxRate("vat", "VAT", D(20))],
         credit_balance=D(20),
     )
     assert totals.subtotal == D("150.00")
@@ -161,33 +160,62 @@ lines_strategy = st.lists(
         LineInput,
         description=st.just("line"),
         amount=st.decimals(min_value=-500, max_value=10_000, places=5, allow_nan=False),
-        tax_rate=st.sampled_from([D(0), D("0.07"), D("0.19"), D("0.2"), D("0.255")]),
         kind=st.sampled_from(["subscription", "usage", "proration"]),
         discountable=st.booleans(),
     ),
     min_size=0,
     max_size=8,
 )
-coupon_strategy = st.one_of(
-    st.builds(Coupon, code=st.just("P"), percent_off=st.decimals(0, 100, places=2)),
-    st.builds(Coupon, code=st.just("A"), amount_off=st.decimals(0, 5000, places=2)),
+CURRENCIES = ["USD", "JPY", "KWD", "EUR"]
+tax_rate_strategy = st.builds(
+    TaxRate,
+    key=st.text("abc", min_size=1, max_size=3),
+    display_name=st.just("tax"),
+    percentage=st.sampled_from([D(0), D(7), D(19), D(20), D("25.5"), D(100)]),
+    inclusive=st.booleans(),
 )
+
+
+@st.composite
+def coupon_lists(draw: st.DrawFn, currency: str) -> list[Coupon]:
+    percent = st.builds(Coupon, code=st.just("P"), percent_off=st.decimals("0.01", 100, places=2))
+    amount = st.builds(
+        Coupon,
+        code=st.just("A"),
+        amount_off=st.decimals("0.01", 5000, places=2),
+        currency=st.just(currency),
+    )
+    return draw(st.lists(st.one_of(percent, amount), max_size=2))
 
 
 @given(
     lines_strategy,
-    st.lists(coupon_strategy, max_size=2),
+    st.data(),
+    st.lists(tax_rate_strategy, max_size=3),
     st.decimals(0, 5000, places=2),
-    st.sampled_from(["USD", "JPY", "KWD", "EUR"]),
+    st.sampled_from(CURRENCIES),
 )
 def test_invoice_total_is_lines_plus_tax_minus_credits(
-    lines: list[LineInput], coupons: list[Coupon], credits: Decimal, currency: str
+    lines: list[LineInput],
+    data: st.DataObject,
+    rates: list[TaxRate],
+    credits: Decimal,
+    currency: str,
 ) -> None:
-    totals = invoice_totals(lines, currency, coupons=coupons, credit_balance=credits)
+    coupons = data.draw(coupon_lists(currency))
+    totals = invoice_totals(
+        lines, currency, coupons=coupons, tax_rates=rates, credit_balance=credits
+    )
     nets = sum((line.net for line in totals.lines), D(0))
     taxes = sum((line.tax for line in totals.lines), D(0))
     assert totals.amount_due == nets + taxes - totals.credits_applied
     assert totals.total == totals.subtotal - totals.discount + totals.tax
+    assert totals.discount == sum(totals.coupon_amounts, D(0))
+    exclusive = [t.amount for t in totals.tax_breakdown if not t.inclusive]
+    inclusive = [t.amount for t in totals.tax_breakdown if t.inclusive]
+    assert totals.tax == sum(exclusive, D(0))
+    assert totals.tax_inclusive == sum(inclusive, D(0))
+    assert totals.tax_inclusive == sum((line.tax_inclusive for line in totals.lines), D(0))
     assert totals.discount >= 0
     assert totals.credits_applied <= credits
     for line in totals.lines:

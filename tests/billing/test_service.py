@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from workbench.billing.errors import BillingError, BillingInputError
-from workbench.billing.pricing import Charge, Coupon, Tier
+from workbench.billing.pricing import Charge, Tier
 from workbench.billing.service import (
     INVOICE_TOPIC,
     PAYMENT_TOPIC,
@@ -107,19 +107,18 @@ def test_usage_is_idempotent_and_aggregated(billing: Billing, org: str) -> None:
 
 
 def test_invoice_lines_tax_coupon_credit_and_sequential_numbers(billing: Billing, org: str) -> None:
-    billing.create_customer(
-        org, "cus_a", "A", currency="EUR", tax_rate=D("0.2"), credit_balance=D(10)
-    )
+    cus_a = billing.create_customer(org, "cus_a", "A", currency="EUR", credit_balance=D(10))
+    billing.set_tax_rates(cus_a, [billing.create_tax_rate(org, "VAT", D(20))])
     billing.create_customer(org, "cus_b", "B", currency="EUR")
+    billing.create_coupon(org, "TEN", percent_off=D(10))
+    billing.apply_coupon(cus_a, "TEN", at=T0)
     sub_a = billing.subscribe(org, "cus_a", "pro", at=T0)
     billing.subscribe(org, "cus_b", "team", at=T0)
     billing.record_usage(org, "a1", "cus_a", "api_calls", 1500, occurred_at=T0 + timedelta(days=3))
     issued: list[dict[str, Any]] = []
     billing.on("invoice.issued", lambda _type, data: issued.append(data))
 
-    invoices = billing.generate_invoices(
-        org, coupons=[Coupon("TEN", percent_off=D(10))], at=T0 + timedelta(days=31)
-    )
+    invoices = billing.generate_invoices(org, at=T0 + timedelta(days=31))
     by_customer = {inv.subscription_id: inv for inv in invoices}
     a = by_customer[sub_a]
     # 100 fee + graduated usage: 1000 x 0.01 + 500 x 0.005 + 2 flat = 14.50

@@ -24,7 +24,7 @@ try:
     import tornado.web
     from tornado.ioloop import IOLoop
 
-    from workbench.api import webhooks
+    from workbench.api import billing_webhooks, webhooks
 except ImportError as exc:  # pragma: no cover - exercised only on a lean install
     raise MissingDependencyError("`dictamesh serve`", "dashboards", module="panel") from exc
 
@@ -154,6 +154,14 @@ def build_server(
         (r"/metrics", MetricsHandler, handler_args),
         (r"/api/health", HealthHandler, handler_args),
         (webhooks.PATTERN, webhooks.WebhookHandler, {"workbench": workbench}),
+        (
+            billing_webhooks.PATTERN,
+            billing_webhooks.StripeWebhookHandler,
+            {
+                "workbench": workbench,
+                "secret": billing_webhooks.SigningSecret.for_workbench(settings, workbench),
+            },
+        ),
     ]
     auth: dict[str, Any]
     if settings.dashboard_auth == "oauth":

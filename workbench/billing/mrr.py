@@ -32,15 +32,18 @@ fx_impact, for every window and every month.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import polars as pl
 
 from workbench.billing.currencies import ISO_CURRENCIES
-from workbench.billing.errors import BillingInputError
+from workbench.billing.errors import BillingError, BillingInputError
 
 ChurnRecognition = Literal["at_subscription_end", "end_of_service_period", "at_schedule"]
 CHURN_RECOGNITION: tuple[str, ...] = ("at_subscription_end", "end_of_service_period", "at_schedule")
@@ -62,6 +65,25 @@ MOVEMENTS: tuple[str, ...] = (
 )
 MERGE_WINDOW = timedelta(hours=1)
 REQUIRED = ("customer_id", "subscription_id", "valid_from", "amount", "currency", "interval")
+# The interval table's columns and their Polars types (the optional ones may be left out).
+INTERVAL_SCHEMA: Mapping[str, pl.DataType | type[pl.DataType]] = MappingProxyType(
+    {
+        "customer_id": pl.String,
+        "subscription_id": pl.String,
+        "valid_from": pl.Datetime("us", "UTC"),
+        "valid_to": pl.Datetime("us", "UTC"),
+        "amount": pl.Float64,
+        "currency": pl.String,
+        "interval": pl.String,
+        "discount_amount": pl.Float64,
+        "is_trial": pl.Boolean,
+        "cancel_scheduled_at": pl.Datetime("us", "UTC"),
+    }
+)
+# The FX table: units of the reporting currency one unit of `currency` is worth from `date` on.
+FX_SCHEMA: Mapping[str, pl.DataType | type[pl.DataType]] = MappingProxyType(
+    {"currency": pl.String, "date": pl.Date, "rate_to_reporting": pl.Float64}
+)
 MONEY = pl.Decimal(38, 2)
 _US = timedelta(microseconds=1)
 _TS = pl.Datetime("us", "UTC")
@@ -938,3 +960,142 @@ def cohort_matrix(
         start=start,
         end=end,
     ).cohort_matrix()
+
+
+# -- files --------------------------------------------------------------------------------------
+_BOOLEANS = {"true": True, "t": True, "yes": True, "y": True, "1": True}
+_BOOLEANS |= {"false": False, "f": False, "no": False, "n": False, "0": False}
+_EXPECTED: dict[Any, tuple[str, str]] = {
+    pl.Float64: ("a number", "write it with a dot for decimals and no thousands separator."),
+    pl.Boolean: ("true or false", "write true/false (yes/no and 1/0 are accepted too)."),
+    pl.Date: ("an ISO 8601 date", "write dates as YYYY-MM-DD."),
+}
+_TIME = (
+    "an ISO 8601 date or time",
+    "write YYYY-MM-DD or YYYY-MM-DDTHH:MM:SS[+HH:MM] (naive = UTC).",
+)
+
+
+# What Polars parses natively (fast); other ISO 8601 forms go through `datetime.fromisoformat`.
+_TIME_FORMATS = (
+    "%Y-%m-%dT%H:%M:%S%.f%#z",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f%#z",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%d",
+)
+
+
+def _parse_time(value: str, *, as_date: bool) -> date | datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if as_date:
+        return parsed.date()
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+
+
+def _parse_times(source: pl.Series, *, as_date: bool) -> pl.Series:
+    """ISO 8601 text as UTC times (or dates); what does not parse becomes null."""
+    target = pl.Date if as_date else _TS
+
+    def native(values: pl.Series, form: str) -> pl.Series:
+        if as_date:
+            return values.str.to_date(form, strict=False)
+        return values.str.to_datetime(form, strict=False, time_unit="us", time_zone="UTC")
+
+    parsed = native(source, _TIME_FORMATS[0])
+    # Each further form only for what is still unparsed: a file usually uses one form throughout.
+    for form in (*_TIME_FORMATS[1:], None):
+        missing = (source.is_not_null() & parsed.is_null()).arg_true()
+        if missing.len() == 0:
+            break
+        rest = source.gather(missing)
+        if form is not None:
+            found = native(rest, form)
+        else:  # other ISO 8601 spellings: Python, once per distinct value
+            table = {v: _parse_time(v, as_date=as_date) for v in rest.unique()}
+            found = rest.replace_strict(table, default=None, return_dtype=target)
+        parsed = parsed.scatter(missing, found)
+    return parsed
+
+
+def _typed_column(source: pl.Series, dtype: pl.DataType | type[pl.DataType]) -> pl.Series:
+    """`source` as `dtype`; a value that does not convert becomes null (the caller reports it)."""
+    if source.dtype == pl.String:
+        source = source.str.strip_chars().replace("", None)
+    if dtype == pl.String:
+        return source.cast(pl.String)
+    if source.dtype != pl.String:
+        if dtype == pl.Date and isinstance(source.dtype, pl.Datetime):
+            return source.dt.date()
+        if isinstance(dtype, pl.Datetime) and (
+            source.dtype in (pl.Date, pl.Null) or isinstance(source.dtype, pl.Datetime)
+        ):
+            return pl.select(_as_utc(pl.lit(source), source.dtype)).to_series()
+    elif dtype == pl.Boolean:
+        return source.str.to_lowercase().replace_strict(
+            _BOOLEANS, default=None, return_dtype=pl.Boolean
+        )
+    elif dtype == pl.Date or isinstance(dtype, pl.Datetime):
+        return _parse_times(source, as_date=dtype == pl.Date)
+    return source.cast(dtype, strict=False)
+
+
+def _typed(
+    frame: pl.DataFrame, schema: Mapping[str, pl.DataType | type[pl.DataType]], where: str
+) -> pl.DataFrame:
+    columns: dict[str, pl.Series] = {}
+    for name, dtype in schema.items():
+        if name not in frame.columns:
+            continue
+        source = frame[name]
+        converted = _typed_column(source, dtype)
+        failed = (source.is_not_null() & converted.is_null()).arg_true()
+        if failed.len():
+            i = int(failed[0])
+            row = frame.row(i, named=True)
+            label = f"{i}{where}"
+            if "subscription_id" in row and "customer_id" in row:
+                label += (
+                    f" (customer_id={row['customer_id']!r}, "
+                    f"subscription_id={row['subscription_id']!r})"
+                )
+            kind, remedy = _EXPECTED.get(dtype, _TIME) if dtype != pl.String else ("", "")
+            raise BillingInputError(label, name, source[i], f"is not {kind}", remedy=remedy)
+        columns[name] = converted
+    return frame.with_columns(**columns)
+
+
+def _read_table(path: str | Path, what: str) -> pl.DataFrame:
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise BillingError(
+            f"The {what} file {str(file)!r} does not exist.",
+            remedy="check the path (a CSV file with a header row, or Parquet).",
+        )
+    try:
+        if file.suffix.lower() == ".parquet":
+            return pl.read_parquet(file)
+        return pl.read_csv(file, infer_schema=False)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise BillingError(
+            f"The {what} file {str(file)!r} cannot be read: {str(exc).splitlines()[0]}",
+            remedy="give a UTF-8 CSV file with a header row (or a Parquet file).",
+        ) from None
+
+
+def read_intervals(path: str | Path) -> pl.DataFrame:
+    """An interval table from a CSV (header row) or Parquet file, typed as `INTERVAL_SCHEMA`.
+
+    Dates and times are ISO 8601 (a naive time is UTC); empty cells are nulls. A value that is
+    not of its column's type raises `BillingInputError` naming the row (0-based, after the
+    header) and the field; `analyse` validates the rest.
+    """
+    return _typed(_read_table(path, "intervals"), INTERVAL_SCHEMA, "")
+
+
+def read_fx(path: str | Path) -> pl.DataFrame:
+    """An FX table (``currency, date, rate_to_reporting``) from a CSV or Parquet file."""
+    return _typed(_read_table(path, "FX"), FX_SCHEMA, " of the FX table")

@@ -3,8 +3,9 @@
 Rounding (documented in docs/billing.md): intermediate results keep full precision; each invoice
 line is rounded once to its currency's minor unit (USD cents, JPY yen, KWD fils) with
 ROUND_HALF_UP, then discounts are allocated to lines in minor units (largest remainder), tax is
-computed per line on its discounted amount and rounded the same way, and credits are applied
-last. So ``amount_due = sum(line nets) + sum(line taxes) - credits_applied`` holds exactly.
+computed per line and per tax rate on its discounted amount and rounded the same way (inclusive
+rates are contained in the amount, exclusive ones added), and credits are applied last. So
+``amount_due = sum(line nets) + sum(exclusive line taxes) - credits_applied`` holds exactly.
 
 Tiers follow Stripe: ``up_to`` is inclusive (None = infinity). *Graduated*: each unit is priced
 by the tier it falls in and a tier's flat fee is added once any unit falls in it. *Volume*: all
@@ -306,11 +307,13 @@ def proration_for_change(
 
 
 # -- invoice totals -------------------------------------------------------------------------------
+DURATIONS: tuple[str, ...] = ("once", "repeating", "forever")
+
+
 @dataclass(frozen=True)
 class LineInput:
     description: str
     amount: Decimal  # unrounded; rounded once here
-    tax_rate: Decimal = ZERO  # e.g. Decimal("0.19")
     kind: str = "subscription"  # subscription, usage, proration, one_time, credit_note
     quantity: Decimal = Decimal(1)
     discountable: bool = True
@@ -318,11 +321,23 @@ class LineInput:
 
 @dataclass(frozen=True)
 class Coupon:
-    """A discount on an invoice: ``percent_off`` (0-100) or ``amount_off`` (in its currency)."""
+    """A discount: ``percent_off`` (0-100] or ``amount_off`` in ``currency``, Stripe durations.
+
+    ``duration`` is ``once`` (the first invoice), ``repeating`` (``duration_in_months``) or
+    ``forever``; ``max_redemptions`` caps how often it can be applied and ``redeem_by`` is the
+    last moment it can be applied. The pricing engine only reads the amounts; the stored
+    coupons of `Billing.create_coupon` carry the rest.
+    """
 
     code: str
     percent_off: Decimal | None = None
     amount_off: Decimal | None = None
+    currency: str | None = None
+    duration: str = "once"
+    duration_in_months: int | None = None
+    max_redemptions: int | None = None
+    redeem_by: datetime | None = None
+    name: str = ""
 
     def __post_init__(self) -> None:
         if (self.percent_off is None) == (self.amount_off is None):
@@ -333,13 +348,88 @@ class Coupon:
                 "a coupon has exactly one of percent_off and amount_off",
                 remedy="set one of them.",
             )
-        if self.percent_off is not None and not ZERO <= self.percent_off <= 100:
+        if self.percent_off is not None:
+            if not ZERO < self.percent_off <= 100:
+                raise BillingInputError(
+                    self.code,
+                    "percent_off",
+                    self.percent_off,
+                    "is not in (0, 100]",
+                    remedy="give a percentage such as 10 or 12.5.",
+                )
+            if self.currency is not None:
+                raise BillingInputError(
+                    self.code,
+                    "currency",
+                    self.currency,
+                    "is only for amount_off coupons",
+                    remedy="leave currency out of a percent_off coupon.",
+                )
+        if self.amount_off is not None:
+            if self.amount_off <= 0:
+                raise BillingInputError(
+                    self.code, "amount_off", self.amount_off, "is not positive", remedy="use > 0."
+                )
+            if self.currency is None or not is_currency(self.currency):
+                raise BillingInputError(
+                    self.code,
+                    "currency",
+                    self.currency,
+                    "an amount_off coupon needs an ISO 4217 currency",
+                    remedy="pass currency='EUR' (the invoices' currency).",
+                )
+        if self.duration not in DURATIONS:
             raise BillingInputError(
-                self.code, "percent_off", self.percent_off, "is not 0-100", remedy="use 0-100."
+                self.code,
+                "duration",
+                self.duration,
+                "is not a coupon duration",
+                remedy=f"use one of {', '.join(DURATIONS)}.",
             )
-        if self.amount_off is not None and self.amount_off < 0:
+        if (self.duration == "repeating") != (self.duration_in_months is not None):
             raise BillingInputError(
-                self.code, "amount_off", self.amount_off, "is negative", remedy="use >= 0."
+                self.code,
+                "duration_in_months",
+                self.duration_in_months,
+                "is required for duration='repeating' and only then",
+                remedy="give duration_in_months with repeating, leave it out otherwise.",
+            )
+        if self.duration_in_months is not None and self.duration_in_months <= 0:
+            raise BillingInputError(
+                self.code,
+                "duration_in_months",
+                self.duration_in_months,
+                "is not positive",
+                remedy="give a number of months >= 1.",
+            )
+        if self.max_redemptions is not None and self.max_redemptions <= 0:
+            raise BillingInputError(
+                self.code,
+                "max_redemptions",
+                self.max_redemptions,
+                "is not positive",
+                remedy="give a limit >= 1 or None for no limit.",
+            )
+
+
+@dataclass(frozen=True)
+class TaxRate:
+    """A tax rate in percent (0-100). Exclusive rates add tax on top of the discounted amount;
+    inclusive rates are contained in it (tax = amount - amount / (1 + rate))."""
+
+    key: str
+    display_name: str
+    percentage: Decimal
+    inclusive: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.percentage, float) or not ZERO <= self.percentage <= 100:
+            raise BillingInputError(
+                self.key,
+                "percentage",
+                self.percentage,
+                "is not a Decimal in [0, 100]",
+                remedy="give the rate in percent, e.g. Decimal('19') or Decimal('7.5').",
             )
 
 
@@ -350,12 +440,35 @@ class Line:
     quantity: Decimal
     amount: Decimal  # rounded, before discount
     discount: Decimal
-    tax_rate: Decimal
-    tax: Decimal
+    tax_rate: Decimal  # all rates of the line together, as a fraction (0.19 = 19 %)
+    tax: Decimal  # exclusive tax, added to the line
+    tax_inclusive: Decimal = ZERO  # inclusive tax, contained in the line's net
 
     @property
     def net(self) -> Decimal:
         return self.amount - self.discount
+
+
+@dataclass(frozen=True)
+class TaxAmount:
+    """One tax rate's share of an invoice: its taxable amount and the tax."""
+
+    key: str
+    display_name: str
+    percentage: Decimal
+    inclusive: bool
+    taxable_amount: Decimal
+    amount: Decimal
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "tax_rate_id": self.key,
+            "display_name": self.display_name,
+            "percentage": str(self.percentage),
+            "inclusive": self.inclusive,
+            "taxable_amount": str(self.taxable_amount),
+            "amount": str(self.amount),
+        }
 
 
 @dataclass(frozen=True)
@@ -364,11 +477,14 @@ class InvoiceTotals:
     lines: tuple[Line, ...]
     subtotal: Decimal
     discount: Decimal
-    tax: Decimal
+    tax: Decimal  # exclusive tax (added)
     total: Decimal
     credits_applied: Decimal
     amount_due: Decimal
     coupons: tuple[str, ...] = field(default=())
+    coupon_amounts: tuple[Decimal, ...] = field(default=())
+    tax_inclusive: Decimal = ZERO  # inclusive tax (contained in the lines)
+    tax_breakdown: tuple[TaxAmount, ...] = field(default=())
 
 
 def _allocate(amount: Decimal, weights: Sequence[Decimal], step: Decimal) -> list[Decimal]:
@@ -391,9 +507,16 @@ def invoice_totals(
     currency: str,
     *,
     coupons: Sequence[Coupon] = (),
+    tax_rates: Sequence[TaxRate] = (),
     credit_balance: Decimal = ZERO,
 ) -> InvoiceTotals:
-    """Round lines, apply coupons (before tax), tax each line, then apply credits."""
+    """Round lines, apply coupons (before tax), tax each line with every rate, apply credits.
+
+    Coupons apply in order: a ``percent_off`` to what the earlier ones left, an ``amount_off``
+    up to what is left. Each line's tax base is its net divided by (1 + the sum of the
+    inclusive rates); every rate's tax is that base times the rate, rounded per line. Inclusive
+    taxes are part of the net; exclusive taxes are added: ``total = subtotal - discount + tax``.
+    """
     if not is_currency(currency):
         raise BillingInputError(
             "-", "currency", currency, "is not an ISO 4217 currency code", remedy="use e.g. USD."
@@ -402,12 +525,16 @@ def invoice_totals(
         raise BillingInputError(
             "-", "credit_balance", credit_balance, "is negative", remedy="credits are >= 0."
         )
-    step = quantum(currency)
-    for i, line in enumerate(lines):
-        if line.tax_rate < 0:
+    for coupon in coupons:
+        if coupon.amount_off is not None and coupon.currency != currency:
             raise BillingInputError(
-                f"line {i}", "tax_rate", line.tax_rate, "is negative", remedy="use a rate >= 0."
+                coupon.code,
+                "currency",
+                coupon.currency,
+                f"does not match the invoice currency {currency}",
+                remedy="use a coupon in the invoice's currency or a percent_off coupon.",
             )
+    step = quantum(currency)
     amounts = [round_money(line.amount, currency) for line in lines]
     subtotal = sum(amounts, ZERO)
     discountable = [
@@ -415,23 +542,53 @@ def invoice_totals(
     ]
     base = sum(discountable, ZERO)
     discount = ZERO
+    coupon_amounts = []
     for coupon in coupons:
         remaining = base - discount
         if coupon.percent_off is not None:
             off = round_money(remaining * coupon.percent_off / 100, currency)
         else:
             off = round_money(coupon.amount_off or ZERO, currency)
-        discount += min(off, remaining)
+        off = min(off, remaining)
+        coupon_amounts.append(off)
+        discount += off
     shares = _allocate(discount, discountable, step)
+    fractions = [rate.percentage / 100 for rate in tax_rates]
+    combined = sum(fractions, ZERO)
+    inclusive_sum = sum(
+        (f for f, rate in zip(fractions, tax_rates, strict=True) if rate.inclusive), ZERO
+    )
+    taxable = [ZERO for _ in tax_rates]
+    taxed = [ZERO for _ in tax_rates]
     built = []
     for line, amount, share in zip(lines, amounts, shares, strict=True):
-        tax = (
-            round_money((amount - share) * line.tax_rate, currency) if amount - share > 0 else ZERO
-        )
+        net = amount - share
+        exclusive = inclusive = ZERO
+        if net > 0 and tax_rates:
+            tax_base = net / (1 + inclusive_sum)
+            rounded_base = round_money(tax_base, currency)
+            for i, (rate, fraction) in enumerate(zip(tax_rates, fractions, strict=True)):
+                tax = round_money(tax_base * fraction, currency)
+                taxable[i] += rounded_base
+                taxed[i] += tax
+                if rate.inclusive:
+                    inclusive += tax
+                else:
+                    exclusive += tax
         built.append(
-            Line(line.description, line.kind, line.quantity, amount, share, line.tax_rate, tax)
+            Line(
+                line.description,
+                line.kind,
+                line.quantity,
+                amount,
+                share,
+                combined,
+                exclusive,
+                inclusive,
+            )
         )
     tax_total = sum((line.tax for line in built), ZERO)
+    inclusive_total = sum((line.tax_inclusive for line in built), ZERO)
     total = subtotal - discount + tax_total
     credits = min(credit_balance, max(total, ZERO))
     return InvoiceTotals(
@@ -444,6 +601,12 @@ def invoice_totals(
         credits_applied=credits,
         amount_due=total - credits,
         coupons=tuple(c.code for c in coupons),
+        coupon_amounts=tuple(coupon_amounts),
+        tax_inclusive=inclusive_total,
+        tax_breakdown=tuple(
+            TaxAmount(r.key, r.display_name, r.percentage, r.inclusive, taxable[i], taxed[i])
+            for i, r in enumerate(tax_rates)
+        ),
     )
 
 

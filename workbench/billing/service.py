@@ -9,6 +9,7 @@ after the commit.
 from __future__ import annotations
 
 import calendar
+import itertools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -23,17 +24,20 @@ from sqlalchemy import Connection, Engine, text
 
 from workbench.billing.currencies import is_currency
 from workbench.billing.errors import BillingError, BillingInputError
-from workbench.billing.mrr import INTERVALS, MrrAnalysis, analyse
+from workbench.billing.mrr import FX_SCHEMA, INTERVAL_SCHEMA, INTERVALS, MrrAnalysis, analyse
 from workbench.billing.pricing import (
     Charge,
     Coupon,
     LineInput,
+    TaxRate,
     charge_from_json,
     charge_to_json,
     invoice_totals,
     price,
     proration_for_change,
+    round_money,
 )
+from workbench.errors import UnknownNameError
 from workbench.events.envelope import CloudEvent
 from workbench.events.outbox import OUTBOX_CHANNEL, enqueue
 from workbench.events.topics import BILLING_TOPICS, TopicSpec, dead_letter_topic, ensure_topics
@@ -104,6 +108,9 @@ class Invoice:
     amount_due: Decimal
     amount_paid: Decimal
     lines: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    tax_inclusive: Decimal = ZERO  # contained in the lines; `tax` is the exclusive tax added
+    tax_breakdown: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    coupons: tuple[dict[str, Any], ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -278,21 +285,19 @@ class Billing:
         *,
         currency: str = "USD",
         email: str | None = None,
-        tax_rate: Decimal = ZERO,
         credit_balance: Decimal = ZERO,
     ) -> uuid.UUID:
-        """Create (or return) the customer `external_id` of the organization."""
+        """Create (or return) the customer `external_id` of the organization.
+
+        Taxes are tax-rate objects: `create_tax_rate`, then `set_tax_rates(customer, [ids])`.
+        """
         _check_currency(currency, external_id)
-        if tax_rate < 0:
-            raise BillingInputError(
-                external_id, "tax_rate", tax_rate, "is negative", remedy="use >= 0."
-            )
         with self.engine.begin() as conn:
             row = conn.execute(
                 text(
                     "INSERT INTO dictamesh_billing_customers (organization_id, external_id, name, "
-                    "email, currency, tax_rate, credit_balance) VALUES (:org, :ext, :name, :email, "
-                    ":currency, :tax, :credit) ON CONFLICT (organization_id, external_id) "
+                    "email, currency, credit_balance) VALUES (:org, :ext, :name, :email, "
+                    ":currency, :credit) ON CONFLICT (organization_id, external_id) "
                     "DO UPDATE SET name = EXCLUDED.name RETURNING id"
                 ),
                 {
@@ -301,7 +306,6 @@ class Billing:
                     "name": name,
                     "email": email,
                     "currency": currency,
-                    "tax": tax_rate,
                     "credit": credit_balance,
                 },
             ).scalar_one()
@@ -438,10 +442,13 @@ class Billing:
         *,
         at: datetime | None = None,
         trial_days: int | None = None,
-        discount_amount: Decimal = ZERO,
     ) -> uuid.UUID:
-        """Start a subscription on the newest version of `plan_code` (trialing with a trial)."""
+        """Start a subscription on the newest version of `plan_code` (trialing with a trial).
+
+        Discounts are coupons: `apply_coupon(subscription_id, code)`.
+        """
         at = _utc(at)
+        discount_amount = ZERO
         pending: list[tuple[str, dict[str, Any]]] = []
         with self.engine.begin() as conn:
             customer = self._customer(conn, organization_id, customer_external_id)
@@ -751,15 +758,15 @@ class Billing:
         organization_id: str,
         *,
         subscription_ids: Sequence[uuid.UUID] | None = None,
-        coupons: Sequence[Coupon] = (),
         finalize: bool = True,
         at: datetime | None = None,
     ) -> list[Invoice]:
         """Invoice the current period of the organization's subscriptions, then advance them.
 
         One transaction for the whole batch: plan fees, usage charges (aggregated in SQL),
-        pending proration lines, coupons, tax and credits; numbers are sequential per
-        organization. Subscriptions set to cancel at period end are canceled.
+        pending proration lines, the stored discounts active for each invoice's service period
+        (`apply_coupon`), every tax rate of the customer (`set_tax_rates`) and credits; numbers
+        are sequential per organization. Subscriptions set to cancel at period end are canceled.
         """
         at = _utc(at)
         pending: list[tuple[str, dict[str, Any]]] = []
@@ -767,7 +774,7 @@ class Billing:
         with self.engine.begin() as conn:
             query = (
                 "SELECT s.*, p.code AS plan_code, p.name AS plan_name, p.amount AS plan_amount, "
-                "p.currency, p.interval, p.charges, c.tax_rate, c.credit_balance, c.external_id "
+                "p.currency, p.interval, p.charges, c.credit_balance, c.external_id "
                 "FROM dictamesh_billing_subscriptions s JOIN dictamesh_billing_plans p ON p.id = "
                 "s.plan_id "
                 "JOIN dictamesh_billing_customers c ON c.id = s.customer_id "
@@ -794,20 +801,23 @@ class Billing:
                     if (s["current_period_start"], s["current_period_end"]) == (start, end)
                 ]
                 usage.update(_usage_aggregates(conn, customers, start, end))
+            customer_ids = list({s["customer_id"] for s in subs})
+            rates_of = _tax_rates_of(conn, customer_ids)
+            discounts_of = _discounts_of(conn, customer_ids, at)
+            once_used: set[Any] = set()
+            applied: list[Any] = []
             credit_left: dict[uuid.UUID, Decimal] = {}
             plan_charges: dict[Any, list[tuple[dict[str, Any], Charge]]] = {}
             initial_credit = {s["customer_id"]: Decimal(s["credit_balance"]) for s in subs}
             drafts: list[tuple[dict[str, Any], Any]] = []
             for sub in subs:
                 lines: list[LineInput] = []
-                tax_rate = Decimal(sub["tax_rate"])
                 if sub["status"] != "trialing":
                     fee = Decimal(sub["plan_amount"]) - Decimal(sub["discount_amount"])
                     lines.append(
                         LineInput(
                             f"{sub['plan_name']} ({sub['interval']}ly)",
                             max(fee, ZERO),
-                            tax_rate,
                             "subscription",
                         )
                     )
@@ -823,27 +833,37 @@ class Billing:
                         else price(charge, quantity)
                     )
                     lines.append(
-                        LineInput(
-                            pc.get("description") or pc["metric"],
-                            amount,
-                            tax_rate,
-                            "usage",
-                            quantity,
-                        )
+                        LineInput(pc.get("description") or pc["metric"], amount, "usage", quantity)
                     )
                 for item in sub["pending_items"]:
                     lines.append(
                         LineInput(
                             item["description"],
                             Decimal(item["amount"]),
-                            tax_rate,
                             item.get("kind", "proration"),
                             discountable=False,
                         )
                     )
+                has_base = any(
+                    line.discountable and round_money(line.amount, sub["currency"]) > 0
+                    for line in lines
+                )
+                active = [
+                    d
+                    for d in discounts_of.get(sub["customer_id"], ())
+                    if _discount_covers(d, sub, has_base, once_used)
+                ]
+                for d in active:
+                    applied.append(d["id"])
+                    if d["duration"] == "once":
+                        once_used.add(d["id"])
                 balance = credit_left.setdefault(sub["customer_id"], Decimal(sub["credit_balance"]))
                 totals = invoice_totals(
-                    lines, sub["currency"], coupons=coupons, credit_balance=balance
+                    lines,
+                    sub["currency"],
+                    coupons=[d["coupon"] for d in active],
+                    tax_rates=rates_of.get(sub["customer_id"], ()),
+                    credit_balance=balance,
                 )
                 credit_left[sub["customer_id"]] = balance - totals.credits_applied
                 drafts.append((sub, totals))
@@ -863,6 +883,11 @@ class Billing:
             for (sub, totals), number in zip(drafts, numbers, strict=True):
                 invoice_id = uuid.uuid4()
                 status = "draft" if not finalize else ("paid" if totals.amount_due == 0 else "open")
+                coupon_json = [
+                    {"code": code, "amount": str(amount)}
+                    for code, amount in zip(totals.coupons, totals.coupon_amounts, strict=True)
+                ]
+                breakdown = [t.to_json() for t in totals.tax_breakdown]
                 invoice_rows.append(
                     (
                         invoice_id,
@@ -880,7 +905,9 @@ class Billing:
                         totals.total,
                         totals.credits_applied,
                         totals.amount_due,
-                        orjson.dumps(list(totals.coupons)).decode(),
+                        orjson.dumps(coupon_json).decode(),
+                        totals.tax_inclusive,
+                        orjson.dumps(breakdown).decode(),
                         at if finalize else None,
                         at + timedelta(days=30) if finalize else None,
                         at if status == "paid" else None,
@@ -898,6 +925,7 @@ class Billing:
                             line.discount,
                             line.tax_rate,
                             line.tax,
+                            line.tax_inclusive,
                         )
                     )
                 invoices.append(
@@ -919,10 +947,25 @@ class Billing:
                         totals.amount_due,
                         ZERO,
                         tuple(line.__dict__ for line in totals.lines),
+                        totals.tax_inclusive,
+                        tuple(breakdown),
+                        tuple(coupon_json),
                     )
                 )
             _copy_rows(conn, "dictamesh_billing_invoices", INVOICE_COLUMNS, invoice_rows)
             _copy_rows(conn, "dictamesh_billing_invoice_lines", LINE_COLUMNS, line_rows)
+            if finalize and applied:
+                counts: dict[Any, int] = defaultdict(int)
+                for discount_id in applied:
+                    counts[discount_id] += 1
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_discounts d SET times_applied = times_applied + "
+                        "u.n FROM unnest(CAST(:ids AS uuid[]), CAST(:ns AS int[])) AS u(id, n) "
+                        "WHERE d.id = u.id"
+                    ),
+                    {"ids": list(counts), "ns": list(counts.values())},
+                )
             if finalize:
                 used = [
                     {"id": customer, "balance": balance}
@@ -1227,6 +1270,456 @@ class Billing:
             )
         )
 
+    # -- coupons and discounts ---------------------------------------------------------------------
+    def create_coupon(
+        self,
+        organization_id: str,
+        code: str,
+        *,
+        percent_off: Decimal | None = None,
+        amount_off: Decimal | None = None,
+        currency: str | None = None,
+        duration: Literal["once", "repeating", "forever"] = "once",
+        duration_in_months: int | None = None,
+        max_redemptions: int | None = None,
+        redeem_by: datetime | None = None,
+        name: str | None = None,
+    ) -> uuid.UUID:
+        """Store a coupon (Stripe semantics); `apply_coupon` turns it into a discount."""
+        coupon = Coupon(
+            code,
+            percent_off,
+            amount_off,
+            currency,
+            duration,
+            duration_in_months,
+            max_redemptions,
+            None if redeem_by is None else _utc(redeem_by),
+            name or code,
+        )
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_coupons (organization_id, code, name, "
+                    "percent_off, amount_off, currency, duration, duration_in_months, "
+                    "max_redemptions, redeem_by) VALUES (:org, :code, :name, :pct, :amt, :cur, "
+                    ":duration, :months, :max, :redeem_by) "
+                    "ON CONFLICT (organization_id, code) DO NOTHING RETURNING id"
+                ),
+                {
+                    "org": organization_id,
+                    "code": code,
+                    "name": coupon.name,
+                    "pct": percent_off,
+                    "amt": amount_off,
+                    "cur": currency,
+                    "duration": duration,
+                    "months": duration_in_months,
+                    "max": max_redemptions,
+                    "redeem_by": coupon.redeem_by,
+                },
+            ).scalar_one_or_none()
+        if row is None:
+            raise BillingInputError(
+                code,
+                "code",
+                code,
+                f"is already a coupon of {organization_id!r}",
+                remedy="choose another code (coupons keep their terms once created).",
+            )
+        return uuid.UUID(str(row))
+
+    def coupons(self, organization_id: str) -> pl.DataFrame:
+        """The organization's coupons with how often each was redeemed."""
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(
+                        "SELECT id::text AS id, code, name, percent_off, amount_off, currency, "
+                        "duration, duration_in_months, max_redemptions, redeem_by, "
+                        "times_redeemed, created_at FROM dictamesh_billing_coupons "
+                        "WHERE organization_id = :org ORDER BY created_at, code"
+                    ),
+                    {"org": organization_id},
+                )
+            ]
+        return pl.DataFrame(rows, schema=COUPON_SCHEMA, orient="row")
+
+    def apply_coupon(
+        self, target: uuid.UUID, code: str, *, at: datetime | None = None
+    ) -> uuid.UUID:
+        """Apply coupon `code` to a customer (all its subscriptions) or to one subscription.
+
+        `target` is a customer id (`create_customer`) or a subscription id (`subscribe`).
+        Returns the discount id. A ``repeating`` coupon applied to a subscription counts its
+        months from the start of the subscription's current (not yet invoiced) period.
+        """
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            sub = conn.execute(
+                text(
+                    "SELECT s.*, p.currency FROM dictamesh_billing_subscriptions s JOIN "
+                    "dictamesh_billing_plans p ON p.id = s.plan_id WHERE s.id = :id"
+                ),
+                {"id": target},
+            ).one_or_none()
+            if sub is not None:
+                org, customer_id, currency = sub.organization_id, sub.customer_id, sub.currency
+                if sub.status == "canceled":
+                    raise BillingError(
+                        f"Subscription {target} is canceled; a coupon cannot apply to it.",
+                        remedy="apply the coupon to an active subscription or to the customer.",
+                    )
+            else:
+                customer = conn.execute(
+                    text(
+                        "SELECT organization_id, id, currency FROM dictamesh_billing_customers "
+                        "WHERE id = :id"
+                    ),
+                    {"id": target},
+                ).one_or_none()
+                if customer is None:
+                    raise BillingInputError(
+                        str(target),
+                        "target",
+                        target,
+                        "is neither a customer id nor a subscription id",
+                        remedy="pass the id returned by create_customer or subscribe.",
+                    )
+                org, customer_id, currency = customer
+            coupon = conn.execute(
+                text(
+                    "SELECT * FROM dictamesh_billing_coupons WHERE organization_id = :org AND "
+                    "code = :code FOR UPDATE"
+                ),
+                {"org": org, "code": code},
+            ).one_or_none()
+            if coupon is None:
+                known = conn.execute(
+                    text("SELECT code FROM dictamesh_billing_coupons WHERE organization_id = :org"),
+                    {"org": org},
+                ).scalars()
+                raise UnknownNameError("coupon", code, known)
+            if coupon.redeem_by is not None and at > coupon.redeem_by:
+                raise BillingInputError(
+                    code,
+                    "redeem_by",
+                    coupon.redeem_by.isoformat(),
+                    f"has passed (applying at {at.isoformat()})",
+                    remedy="the coupon can no longer be redeemed; create a new coupon.",
+                )
+            if (
+                coupon.max_redemptions is not None
+                and coupon.times_redeemed >= coupon.max_redemptions
+            ):
+                raise BillingInputError(
+                    code,
+                    "max_redemptions",
+                    coupon.max_redemptions,
+                    f"is reached (redeemed {coupon.times_redeemed} times)",
+                    remedy="the coupon is used up; create a new coupon.",
+                )
+            if coupon.amount_off is not None and coupon.currency != currency:
+                raise BillingInputError(
+                    code,
+                    "currency",
+                    coupon.currency,
+                    f"does not match {currency}, the currency of {target}",
+                    remedy=f"use a percent_off coupon or an amount_off coupon in {currency}.",
+                )
+            duplicate = conn.execute(
+                text(
+                    "SELECT id FROM dictamesh_billing_discounts WHERE coupon_id = :coupon AND "
+                    "customer_id = :customer AND subscription_id IS NOT DISTINCT FROM :sub AND "
+                    "removed_at IS NULL AND (ends_at IS NULL OR ends_at > :at) AND NOT "
+                    "(:once AND times_applied > 0)"
+                ),
+                {
+                    "coupon": coupon.id,
+                    "customer": customer_id,
+                    "sub": None if sub is None else sub.id,
+                    "at": at,
+                    "once": coupon.duration == "once",
+                },
+            ).scalar_one_or_none()
+            if duplicate is not None:
+                raise BillingError(
+                    f"Coupon {code!r} is already applied to {target} (discount {duplicate}).",
+                    remedy="remove that discount first (remove_discount) to apply it again.",
+                )
+            ends: datetime | None = None
+            if coupon.duration == "repeating":
+                anchor = at
+                if sub is not None and sub.current_period_start <= at < sub.current_period_end:
+                    anchor = sub.current_period_start
+                ends = add_interval(anchor, "month", coupon.duration_in_months)
+                if ends <= at:
+                    ends = add_interval(at, "month", coupon.duration_in_months)
+            discount_id = conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_discounts (organization_id, coupon_id, "
+                    "customer_id, subscription_id, starts_at, ends_at) VALUES (:org, :coupon, "
+                    ":customer, :sub, :starts, :ends) RETURNING id"
+                ),
+                {
+                    "org": org,
+                    "coupon": coupon.id,
+                    "customer": customer_id,
+                    "sub": None if sub is None else sub.id,
+                    "starts": at,
+                    "ends": ends,
+                },
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_coupons SET times_redeemed = times_redeemed + 1 "
+                    "WHERE id = :id"
+                ),
+                {"id": coupon.id},
+            )
+            key = str(target)
+            self._emit(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                "discount.applied",
+                key,
+                {
+                    "discount_id": str(discount_id),
+                    "organization_id": org,
+                    "customer_id": str(customer_id),
+                    "subscription_id": None if sub is None else str(sub.id),
+                    "coupon": code,
+                    "starts_at": at.isoformat(),
+                    "ends_at": None if ends is None else ends.isoformat(),
+                },
+            )
+        self._run_hooks(pending)
+        return uuid.UUID(str(discount_id))
+
+    def remove_discount(self, discount_id: uuid.UUID, *, at: datetime | None = None) -> None:
+        """End a discount: invoices generated from `at` on no longer get it."""
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT customer_id, subscription_id, removed_at FROM "
+                    "dictamesh_billing_discounts WHERE id = :id FOR UPDATE"
+                ),
+                {"id": discount_id},
+            ).one_or_none()
+            if row is None:
+                raise BillingInputError(
+                    str(discount_id),
+                    "discount_id",
+                    discount_id,
+                    "is not a discount",
+                    remedy="check the id (wb.billing.discounts(customer_id) lists them).",
+                )
+            if row.removed_at is not None:
+                raise BillingError(
+                    f"Discount {discount_id} was already removed at {row.removed_at.isoformat()}.",
+                    remedy="nothing to do.",
+                )
+            conn.execute(
+                text("UPDATE dictamesh_billing_discounts SET removed_at = :at WHERE id = :id"),
+                {"at": at, "id": discount_id},
+            )
+            key = str(row.subscription_id or row.customer_id)
+            self._emit(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                "discount.removed",
+                key,
+                {"discount_id": str(discount_id), "at": at.isoformat()},
+            )
+        self._run_hooks(pending)
+
+    def discounts(self, customer_id: uuid.UUID, *, at: datetime | None = None) -> pl.DataFrame:
+        """The customer's discounts (also removed and used-up ones); `active` is as of `at`."""
+        at = _utc(at)
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(
+                        "SELECT d.id::text AS id, c.code, c.name, c.percent_off, c.amount_off, "
+                        "c.currency, c.duration, c.duration_in_months, "
+                        "d.subscription_id::text AS subscription_id, d.starts_at, d.ends_at, "
+                        "d.removed_at, d.times_applied, (d.removed_at IS NULL AND d.starts_at <= "
+                        ":at AND (d.ends_at IS NULL OR d.ends_at > :at) AND NOT (c.duration = "
+                        "'once' AND d.times_applied > 0)) AS active "
+                        "FROM dictamesh_billing_discounts d JOIN dictamesh_billing_coupons c ON "
+                        "c.id = d.coupon_id WHERE d.customer_id = :customer "
+                        "ORDER BY d.starts_at, d.created_at, d.id"
+                    ),
+                    {"customer": customer_id, "at": at},
+                )
+            ]
+        return pl.DataFrame(rows, schema=DISCOUNT_SCHEMA, orient="row")
+
+    # -- tax rates ---------------------------------------------------------------------------------
+    def create_tax_rate(
+        self,
+        organization_id: str,
+        display_name: str,
+        percentage: Decimal,
+        *,
+        inclusive: bool = False,
+        jurisdiction: str | None = None,
+        country: str | None = None,
+    ) -> uuid.UUID:
+        """A tax rate in percent (0-100); exclusive rates add tax, inclusive ones are contained."""
+        TaxRate(display_name, display_name, percentage, inclusive)
+        if country is not None and not (len(country) == 2 and country.isalpha()):
+            raise BillingInputError(
+                display_name,
+                "country",
+                country,
+                "is not a two-letter ISO 3166 country code",
+                remedy="use e.g. 'DE' or 'US', or leave it out.",
+            )
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "INSERT INTO dictamesh_billing_tax_rates (organization_id, display_name, "
+                    "percentage, inclusive, jurisdiction, country) VALUES (:org, :name, :pct, "
+                    ":inclusive, :jurisdiction, :country) RETURNING id"
+                ),
+                {
+                    "org": organization_id,
+                    "name": display_name,
+                    "pct": percentage,
+                    "inclusive": inclusive,
+                    "jurisdiction": jurisdiction,
+                    "country": None if country is None else country.upper(),
+                },
+            ).scalar_one()
+        return uuid.UUID(str(row))
+
+    def archive_tax_rate(self, tax_rate_id: uuid.UUID) -> None:
+        """Deactivate a rate: it can no longer be given to customers; those who have it keep it."""
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_tax_rates SET active = false WHERE id = :id "
+                    "RETURNING id"
+                ),
+                {"id": tax_rate_id},
+            ).scalar_one_or_none()
+        if done is None:
+            raise BillingInputError(
+                str(tax_rate_id),
+                "tax_rate_id",
+                tax_rate_id,
+                "is not a tax rate",
+                remedy="check the id (wb.billing.tax_rates(org) lists them).",
+            )
+
+    def set_tax_rates(self, customer_id: uuid.UUID, tax_rate_ids: Sequence[uuid.UUID]) -> None:
+        """Replace the customer's tax rates (applied in this order to every invoice line)."""
+        ids = list(tax_rate_ids)
+        with self.engine.begin() as conn:
+            customer = conn.execute(
+                text(
+                    "SELECT organization_id FROM dictamesh_billing_customers WHERE id = :id "
+                    "FOR UPDATE"
+                ),
+                {"id": customer_id},
+            ).scalar_one_or_none()
+            if customer is None:
+                raise BillingInputError(
+                    str(customer_id),
+                    "customer_id",
+                    customer_id,
+                    "is not a customer",
+                    remedy="pass the id returned by create_customer.",
+                )
+            rates = {
+                r.id: r
+                for r in conn.execute(
+                    text(
+                        "SELECT id, organization_id, active FROM dictamesh_billing_tax_rates "
+                        "WHERE id = ANY(:ids)"
+                    ),
+                    {"ids": ids},
+                )
+            }
+            current = set(
+                conn.execute(
+                    text(
+                        "SELECT tax_rate_id FROM dictamesh_billing_customer_tax_rates WHERE "
+                        "customer_id = :id"
+                    ),
+                    {"id": customer_id},
+                ).scalars()
+            )
+            for i, rate_id in enumerate(ids):
+                rate = rates.get(rate_id)
+                problem = None
+                if rate is None or rate.organization_id != customer:
+                    problem = f"is not a tax rate of {customer!r}"
+                elif not rate.active and rate_id not in current:
+                    problem = "is archived"
+                elif rate_id in ids[:i]:
+                    problem = "is listed twice"
+                if problem:
+                    raise BillingInputError(
+                        f"tax_rate_ids[{i}]",
+                        "tax_rate_id",
+                        rate_id,
+                        problem,
+                        remedy="pass active tax rates of the customer's organization, once each "
+                        "(wb.billing.tax_rates(org) lists them).",
+                    )
+            conn.execute(
+                text("DELETE FROM dictamesh_billing_customer_tax_rates WHERE customer_id = :id"),
+                {"id": customer_id},
+            )
+            if ids:
+                conn.execute(
+                    text(
+                        "INSERT INTO dictamesh_billing_customer_tax_rates (customer_id, "
+                        "tax_rate_id, position) VALUES (:customer, :rate, :position)"
+                    ),
+                    [
+                        {"customer": customer_id, "rate": rate_id, "position": i}
+                        for i, rate_id in enumerate(ids)
+                    ],
+                )
+
+    def tax_rates(
+        self, organization_id: str, *, customer_id: uuid.UUID | None = None
+    ) -> pl.DataFrame:
+        """The organization's tax rates, or those of one customer (in their order)."""
+        if customer_id is None:
+            query = (
+                "SELECT t.id::text AS id, t.display_name, t.percentage, t.inclusive, "
+                "t.jurisdiction, t.country, t.active, t.created_at FROM "
+                "dictamesh_billing_tax_rates t WHERE t.organization_id = :org "
+                "ORDER BY t.created_at, t.id"
+            )
+        else:
+            query = (
+                "SELECT t.id::text AS id, t.display_name, t.percentage, t.inclusive, "
+                "t.jurisdiction, t.country, t.active, t.created_at FROM "
+                "dictamesh_billing_customer_tax_rates l JOIN dictamesh_billing_tax_rates t ON "
+                "t.id = l.tax_rate_id WHERE t.organization_id = :org AND l.customer_id = "
+                ":customer ORDER BY l.position"
+            )
+        with self.engine.connect() as conn:
+            rows = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(query), {"org": organization_id, "customer": customer_id}
+                )
+            ]
+        return pl.DataFrame(rows, schema=TAX_RATE_SCHEMA, orient="row")
+
     # -- FX and analytics --------------------------------------------------------------------------
     def set_fx_rate(
         self, currency: str, day: date, rate: Decimal, *, reporting_currency: str = "USD"
@@ -1263,40 +1756,80 @@ class Billing:
             ).all()
         return pl.DataFrame(
             [(r[0], r[1], float(r[2])) for r in rows],
-            schema={"currency": pl.String, "date": pl.Date, "rate_to_reporting": pl.Float64},
+            schema=FX_SCHEMA,
             orient="row",
         )
 
     def intervals(self, organization_id: str | None = None) -> pl.DataFrame:
-        """The subscription price history in the shape `mrr_movements` reads."""
+        """The subscription price history in the shape `mrr_movements` reads.
+
+        Recurring discounts (``repeating`` and ``forever`` coupons applied with `apply_coupon`)
+        are deducted in ``discount_amount`` while they run: an interval is split where one
+        starts, ends or is removed. ``once`` discounts are not recurring and do not count.
+        """
         query = (
             "SELECT c.external_id AS customer_id, i.subscription_id::text AS subscription_id, "
             "i.valid_from, "
             "i.valid_to, i.amount, i.currency, i.interval, i.discount_amount, i.is_trial, "
-            "i.cancel_scheduled_at "
+            "i.cancel_scheduled_at, i.customer_id AS customer "
             "FROM dictamesh_billing_subscription_intervals i JOIN dictamesh_billing_customers c ON "
             "c.id = i.customer_id"
+        )
+        discounts_query = (
+            "SELECT d.customer_id, d.subscription_id::text, d.starts_at, "
+            "least(d.ends_at, d.removed_at), c.code, c.percent_off, c.amount_off, c.currency "
+            "FROM dictamesh_billing_discounts d JOIN dictamesh_billing_coupons c ON "
+            "c.id = d.coupon_id WHERE c.duration <> 'once' AND (d.removed_at IS NULL OR "
+            "d.removed_at > d.starts_at)"
         )
         params: dict[str, Any] = {}
         if organization_id:
             query += " WHERE i.organization_id = :org"
+            discounts_query += " AND d.organization_id = :org"
             params["org"] = organization_id
         with self.engine.connect() as conn:
             rows = [tuple(r) for r in conn.execute(text(query + " ORDER BY i.valid_from"), params)]
+            windows: dict[Any, list[tuple[str | None, datetime, datetime | None, Coupon]]] = (
+                defaultdict(list)
+            )
+            for customer, sub, starts, stops, code, pct, amt, cur in conn.execute(
+                text(discounts_query + " ORDER BY d.starts_at, d.created_at, d.id"), params
+            ):
+                coupon = Coupon(
+                    code,
+                    None if pct is None else Decimal(pct),
+                    None if amt is None else Decimal(amt),
+                    cur,
+                )
+                windows[customer].append((sub, starts, stops, coupon))
+        out = []
+        for r in rows:
+            valid_from, valid_to, amount, currency = r[2], r[3], Decimal(r[4]), r[5]
+            legacy = Decimal(r[7])
+            mine = [w for w in windows.get(r[10], ()) if w[0] is None or w[0] == r[1]]
+            if not mine:
+                out.append((*r[:4], float(amount), r[5], r[6], float(legacy), r[8], r[9]))
+                continue
+            cuts = sorted(
+                {
+                    t
+                    for _, starts, stops, _ in mine
+                    for t in (starts, stops)
+                    if t is not None and valid_from < t and (valid_to is None or t < valid_to)
+                }
+            )
+            bounds: list[datetime] = [valid_from, *cuts]
+            for lo, hi in itertools.zip_longest(bounds, [*cuts, valid_to]):
+                active = [
+                    coupon
+                    for _, starts, stops, coupon in mine
+                    if starts <= lo and (stops is None or lo < stops)
+                ]
+                off = legacy + _recurring_discount(amount - legacy, active, currency)
+                out.append((r[0], r[1], lo, hi, float(amount), r[5], r[6], float(off), r[8], r[9]))
         return pl.DataFrame(
-            [(*r[:4], float(r[4]), r[5], r[6], float(r[7]), r[8], r[9]) for r in rows],
-            schema={
-                "customer_id": pl.String,
-                "subscription_id": pl.String,
-                "valid_from": pl.Datetime("us", "UTC"),
-                "valid_to": pl.Datetime("us", "UTC"),
-                "amount": pl.Float64,
-                "currency": pl.String,
-                "interval": pl.String,
-                "discount_amount": pl.Float64,
-                "is_trial": pl.Boolean,
-                "cancel_scheduled_at": pl.Datetime("us", "UTC"),
-            },
+            out,
+            schema=INTERVAL_SCHEMA,
             orient="row",
         )
 
@@ -1522,6 +2055,8 @@ INVOICE_COLUMNS = (
     "credits_applied",
     "amount_due",
     "coupons",
+    "tax_inclusive",
+    "tax_breakdown",
     "issued_at",
     "due_at",
     "paid_at",
@@ -1536,7 +2071,155 @@ LINE_COLUMNS = (
     "discount",
     "tax_rate",
     "tax",
+    "tax_inclusive",
 )
+
+
+MONEY = pl.Decimal(38, 6)
+COUPON_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "code": pl.String,
+    "name": pl.String,
+    "percent_off": MONEY,
+    "amount_off": MONEY,
+    "currency": pl.String,
+    "duration": pl.String,
+    "duration_in_months": pl.Int64,
+    "max_redemptions": pl.Int64,
+    "redeem_by": pl.Datetime("us", "UTC"),
+    "times_redeemed": pl.Int64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+DISCOUNT_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "code": pl.String,
+    "name": pl.String,
+    "percent_off": MONEY,
+    "amount_off": MONEY,
+    "currency": pl.String,
+    "duration": pl.String,
+    "duration_in_months": pl.Int64,
+    "subscription_id": pl.String,
+    "starts_at": pl.Datetime("us", "UTC"),
+    "ends_at": pl.Datetime("us", "UTC"),
+    "removed_at": pl.Datetime("us", "UTC"),
+    "times_applied": pl.Int64,
+    "active": pl.Boolean,
+}
+TAX_RATE_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "display_name": pl.String,
+    "percentage": MONEY,
+    "inclusive": pl.Boolean,
+    "jurisdiction": pl.String,
+    "country": pl.String,
+    "active": pl.Boolean,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+
+
+def _tax_rates_of(
+    conn: Connection, customers: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[TaxRate]]:
+    """Every tax rate of the customers, in their order: one query for a whole batch."""
+    rates: dict[uuid.UUID, list[TaxRate]] = defaultdict(list)
+    rows = conn.execute(
+        text(
+            "SELECT l.customer_id, t.id::text, t.display_name, t.percentage, t.inclusive FROM "
+            "dictamesh_billing_customer_tax_rates l JOIN dictamesh_billing_tax_rates t ON t.id = "
+            "l.tax_rate_id WHERE l.customer_id = ANY(:customers) ORDER BY l.customer_id, "
+            "l.position"
+        ),
+        {"customers": list(customers)},
+    )
+    cache: dict[str, TaxRate] = {}
+    for customer, rate_id, name, percentage, inclusive in rows:
+        if rate_id not in cache:
+            cache[rate_id] = TaxRate(rate_id, name, Decimal(percentage), bool(inclusive))
+        rates[customer].append(cache[rate_id])
+    return rates
+
+
+def _discounts_of(
+    conn: Connection, customers: Sequence[uuid.UUID], at: datetime
+) -> dict[uuid.UUID, list[dict[str, Any]]]:
+    """The customers' discounts that can still apply at `at` (locked): one query per batch."""
+    found: dict[uuid.UUID, list[dict[str, Any]]] = defaultdict(list)
+    rows = conn.execute(
+        text(
+            "SELECT d.id, d.customer_id, d.subscription_id, d.starts_at, d.ends_at, "
+            "d.times_applied, c.code, c.name, c.percent_off, c.amount_off, c.currency, "
+            "c.duration FROM dictamesh_billing_discounts d JOIN dictamesh_billing_coupons c ON "
+            "c.id = d.coupon_id WHERE d.customer_id = ANY(:customers) AND (d.removed_at IS NULL "
+            "OR d.removed_at > :at) AND d.starts_at <= :at "
+            "AND NOT (c.duration = 'once' AND d.times_applied > 0) "
+            "ORDER BY d.starts_at, d.created_at, d.id FOR UPDATE OF d"
+        ),
+        {"customers": list(customers), "at": at},
+    )
+    coupons: dict[str, Coupon] = {}
+    for row in rows:
+        discount_id, customer, sub, starts, ends, _, code, name, pct, amt, cur, duration = row
+        coupon = coupons.get(code)
+        if coupon is None:
+            coupon = coupons[code] = Coupon(
+                code,
+                None if pct is None else Decimal(pct),
+                None if amt is None else Decimal(amt),
+                cur,
+                name=name,
+            )
+        found[customer].append(
+            {
+                "id": discount_id,
+                "subscription_id": sub,
+                "starts_at": starts,
+                "ends_at": ends,
+                "duration": duration,
+                "coupon": coupon,
+            }
+        )
+    return found
+
+
+def _discount_covers(
+    discount: dict[str, Any], sub: dict[str, Any], has_base: bool, once_used: set[Any]
+) -> bool:
+    """Whether `discount` applies to the invoice of `sub`'s current service period.
+
+    ``once``: the first invoice (with something to discount) generated after it was applied.
+    ``repeating`` / ``forever``: periods that end after the discount started and start before
+    it ends. An ``amount_off`` in another currency than the invoice's is skipped.
+    """
+    if discount["subscription_id"] is not None and discount["subscription_id"] != sub["id"]:
+        return False
+    coupon: Coupon = discount["coupon"]
+    if coupon.amount_off is not None and coupon.currency != sub["currency"]:
+        return False
+    if discount["duration"] == "once":
+        return has_base and discount["id"] not in once_used
+    ends = discount["ends_at"]
+    return bool(
+        discount["starts_at"] < sub["current_period_end"]
+        and (ends is None or sub["current_period_start"] < ends)
+    )
+
+
+def _recurring_discount(amount: Decimal, coupons: Sequence[Coupon], currency: str) -> Decimal:
+    """What recurring coupons take off `amount`, in the order the invoice applies them."""
+    off = ZERO
+    for coupon in coupons:
+        remaining = amount - off
+        if remaining <= 0:
+            break
+        if coupon.percent_off is not None:
+            cut = round_money(remaining * coupon.percent_off / 100, currency)
+        elif coupon.currency == currency:
+            cut = round_money(coupon.amount_off or ZERO, currency)
+        else:
+            continue
+        off += min(cut, remaining)
+    return off
 
 
 def _copy_rows(
@@ -1694,8 +2377,9 @@ def _load_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False
         dict(r._mapping)
         for r in conn.execute(
             text(
-                "SELECT position, description, kind, quantity, amount, discount, tax_rate, tax "
-                "FROM dictamesh_billing_invoice_lines WHERE invoice_id = :id ORDER BY position"
+                "SELECT position, description, kind, quantity, amount, discount, tax_rate, tax, "
+                "tax_inclusive FROM dictamesh_billing_invoice_lines WHERE invoice_id = :id "
+                "ORDER BY position"
             ),
             {"id": invoice_id},
         )
@@ -1719,6 +2403,9 @@ def _load_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False
         m["amount_due"],
         m["amount_paid"],
         lines,
+        m["tax_inclusive"],
+        tuple(m["tax_breakdown"]),
+        tuple(c if isinstance(c, dict) else {"code": c, "amount": None} for c in m["coupons"]),
     )
 
 

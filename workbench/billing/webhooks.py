@@ -40,6 +40,10 @@ class WebhookSignatureError(TerminalError):
     """A webhook whose signature is missing, malformed, wrong or too old."""
 
 
+class WebhookPayloadError(BillingError):
+    """A correctly signed webhook whose body is not a Stripe event."""
+
+
 def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     """The ``Stripe-Signature`` header value for `payload` (used by tests and local tools)."""
     t = int(time.time()) if timestamp is None else timestamp
@@ -104,8 +108,11 @@ def handle_stripe_webhook(
         event = orjson.loads(payload)
         event_id, event_type = str(event["id"]), str(event["type"])
         obj: dict[str, Any] = event.get("data", {}).get("object", {})
+        metadata = obj.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise TypeError("metadata is not an object")
     except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-        raise BillingError(
+        raise WebhookPayloadError(
             "The webhook body is not a Stripe event (needs id, type, data.object).",
             remedy="send the event JSON as the provider produced it.",
         ) from None
@@ -121,7 +128,7 @@ def handle_stripe_webhook(
         ).scalar_one_or_none()
         if first is None:
             return "duplicate"
-        invoice_ref = (obj.get("metadata") or {}).get("invoice_id")
+        invoice_ref = metadata.get("invoice_id")
         if (
             event_type
             not in (
@@ -143,7 +150,7 @@ def handle_stripe_webhook(
         scale = Decimal(1).scaleb(-minor_units(invoice.currency))
         reference = str(obj.get("id") or event_id)
         if event_type == "charge.refunded":
-            amount = Decimal(int(obj.get("amount_refunded", 0))) * scale
+            amount = _minor_amount(obj, "amount_refunded", event_id) * scale
             record_refund(
                 conn,
                 invoice,
@@ -156,18 +163,33 @@ def handle_stripe_webhook(
             )
         else:
             succeeded = event_type == "payment_intent.succeeded"
-            minor = obj.get("amount_received" if succeeded else "amount", 0)
-            amount = Decimal(int(minor)) * scale
-            error = (obj.get("last_payment_error") or {}).get("message")
+            field = "amount_received" if succeeded else "amount"
+            amount = _minor_amount(obj, field, event_id) * scale
+            failure = obj.get("last_payment_error") or {}
+            error = failure.get("message") if isinstance(failure, dict) else None
             record_payment(
                 conn,
                 invoice,
                 "stripe",
                 event_id,
                 amount,
-                ProviderResult(succeeded, reference, None if succeeded else (error or "declined")),
+                ProviderResult(
+                    succeeded, reference, None if succeeded else str(error or "declined")
+                ),
                 billing,
                 pending,
             )
     billing._run_hooks(pending)
     return "applied"
+
+
+def _minor_amount(obj: dict[str, Any], field: str, event_id: str) -> Decimal:
+    """``data.object.<field>``: a whole number of minor units (cents), as Stripe sends amounts."""
+    value = obj.get(field, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise WebhookPayloadError(
+            f"Webhook {event_id}: data.object.{field} = {value!r} is not a whole, non-negative "
+            "amount in minor units.",
+            remedy="send the event JSON as the provider produced it.",
+        )
+    return Decimal(value)

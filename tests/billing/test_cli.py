@@ -1,0 +1,294 @@
+"""`dictamesh billing ...` run as a user runs it: metrics and movements of an imported history
+(checked against `saas_metrics` / `mrr_movements` on the same frame), bad rows, invoices of
+data made through `wb.billing`, FX rates."""
+
+from __future__ import annotations
+
+import json
+import math
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from tests.helpers import run_cli
+from workbench.billing import mrr_movements, saas_metrics
+from workbench.billing.mrr import FX_SCHEMA, INTERVAL_SCHEMA
+
+START, END = date(2026, 1, 1), date(2026, 12, 1)  # --start 2026-01 --end 2026-11
+
+
+def _t(day: str) -> datetime:
+    return datetime.fromisoformat(day).replace(tzinfo=UTC)
+
+
+def _history() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Every kind of movement: new, expansion, contraction, churn, reactivation, fx_impact."""
+    rows: list[tuple[Any, ...]] = [
+        # customer, subscription, from, to, amount, currency, interval, discount, trial, cancel
+        ("acme", "s-acme", "2026-01-05", "2026-04-05", 100.0, "USD", "month", 0.0, False, None),
+        ("acme", "s-acme", "2026-04-05", None, 250.0, "USD", "month", 10.0, False, None),
+        ("bolt", "s-bolt", "2026-01-20", "2026-02-20", 0.0, "USD", "month", 0.0, True, None),
+        ("bolt", "s-bolt", "2026-02-20", "2026-06-20", 1200.0, "USD", "year", 0.0, False, None),
+        ("bolt", "s-bolt2", "2026-09-01", None, 30.0, "USD", "week", 0.0, False, None),
+        ("cafe", "s-cafe", "2026-02-01", "2026-07-01", 90.0, "EUR", "month", 0.0, False, None),
+        ("cafe", "s-cafe", "2026-07-01", None, 60.0, "EUR", "month", 0.0, False, None),
+        ("dune", "s-dune", "2026-03-10", "2026-08-10", 300.0, "USD", "quarter", 0.0, False, None),
+    ]
+    intervals = pl.DataFrame(
+        [
+            (c, s, _t(f), _t(t) if t else None, a, cur, i, d, tr, _t(x) if x else None)
+            for c, s, f, t, a, cur, i, d, tr, x in rows
+        ],
+        schema=INTERVAL_SCHEMA,
+        orient="row",
+    )
+    fx = pl.DataFrame(
+        [
+            ("EUR", date(2025, 12, 1), 1.08),
+            ("EUR", date(2026, 5, 1), 1.12),
+            ("EUR", date(2026, 9, 1), 1.05),
+        ],
+        schema=FX_SCHEMA,
+        orient="row",
+    )
+    return intervals, fx
+
+
+@pytest.fixture
+def history(tmp_path: Path) -> tuple[pl.DataFrame, pl.DataFrame, Path, Path]:
+    intervals, fx = _history()
+    intervals_csv, fx_csv = tmp_path / "intervals.csv", tmp_path / "fx.csv"
+    intervals.write_csv(intervals_csv)
+    fx.write_csv(fx_csv)
+    return intervals, fx, intervals_csv, fx_csv
+
+
+def _same(printed: Any, expected: Any) -> bool:
+    if expected is None or printed is None:
+        return printed is expected
+    if isinstance(expected, Decimal):
+        return Decimal(printed) == expected
+    if isinstance(expected, float):
+        return math.isclose(printed, expected, rel_tol=1e-12)
+    if isinstance(expected, date | datetime):
+        return str(printed) == expected.isoformat()
+    return bool(printed == expected)
+
+
+def _with_cell(source: Path, target: Path, row: int, column: str, value: str) -> Path:
+    """A copy of the CSV `source` with one cell (data row `row`, 0-based) replaced."""
+    lines = source.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[row + 1].split(",")
+    cells[header.index(column)] = value
+    lines[row + 1] = ",".join(cells)
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def test_metrics_of_an_imported_history_match_saas_metrics(history: Any) -> None:
+    intervals, fx, intervals_csv, fx_csv = history
+    result = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(intervals_csv), "--fx", str(fx_csv), "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    expected = saas_metrics(intervals, fx, start=START, end=END)
+    assert len(printed) == expected.height == 11
+    for got, want in zip(printed, expected.to_dicts(), strict=True):
+        assert set(got) == set(want)
+        assert all(_same(got[k], want[k]) for k in want), (got, want)
+    kinds = ("new", "expansion", "contraction", "churn", "reactivation", "fx_impact")
+    assert all(any(Decimal(m[k]) != 0 for m in printed) for k in kinds)  # every kind occurs
+
+    table = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(intervals_csv), "--fx", str(fx_csv),
+    )  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    last = expected.row(-1, named=True)
+    assert "2026-11-01" in table.stdout and str(last["end_mrr"]) in table.stdout
+
+    csv = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(intervals_csv), "--fx", str(fx_csv), "--churn-recognition",
+        "end_of_service_period", "--currency", "USD", "--format", "csv",
+    )  # fmt: skip
+    assert csv.returncode == 0, csv.stderr
+    frame = pl.read_csv(csv.stdout.encode(), infer_schema=False)
+    want = saas_metrics(
+        intervals, fx, start=START, end=END, churn_recognition="end_of_service_period"
+    )
+    assert [Decimal(v) for v in frame["end_mrr"]] == want["end_mrr"].to_list()
+
+
+def test_movements_of_an_imported_history_match_mrr_movements(history: Any) -> None:
+    intervals, fx, intervals_csv, fx_csv = history
+    result = run_cli(
+        "billing", "movements", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(intervals_csv), "--fx", str(fx_csv), "--format", "json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    expected = mrr_movements(intervals, fx, start=START, end=END).to_dicts()
+    assert len(printed) == len(expected) > 5
+    for got, want in zip(printed, expected, strict=True):
+        assert got["customer_id"] == want["customer_id"]
+        assert got["movement"] == want["movement"]
+        assert Decimal(got["amount"]) == want["amount"]
+        assert datetime.fromisoformat(got["date"]) == want["date"]
+
+
+def test_a_bad_row_names_the_row_the_line_and_the_field(history: Any, tmp_path: Path) -> None:
+    _, _, intervals_csv, fx_csv = history
+    negative = _with_cell(intervals_csv, tmp_path / "negative.csv", 3, "amount", "-1200")
+    result = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(negative), "--fx", str(fx_csv),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "negative.csv, line 5: Row 3 (customer_id='bolt', subscription_id='s-bolt')" in (
+        result.stderr
+    )
+    assert "field 'amount' = -1200.0: is negative" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    garbled = _with_cell(intervals_csv, tmp_path / "garbled.csv", 1, "valid_from", "5 April")
+    result = run_cli(
+        "billing", "movements", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(garbled), "--fx", str(fx_csv),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "garbled.csv, line 3: Row 1 (customer_id='acme', subscription_id='s-acme')" in (
+        result.stderr
+    )
+    assert "field 'valid_from' = '5 April': is not an ISO 8601 date or time" in result.stderr
+
+    rates = tmp_path / "rates.csv"
+    rates.write_text("currency,date,rate_to_reporting\nEUR,2025-12-01,1.08\nEUR,2026-05-01,-1\n")
+    result = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(intervals_csv), "--fx", str(rates),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "rates.csv, line 3: Row 1 of the FX table, field 'rate_to_reporting'" in result.stderr
+
+    missing_fx = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-11",
+        "--intervals", str(intervals_csv),
+    )  # fmt: skip
+    assert missing_fx.returncode == 1
+    assert "field 'currency' = 'EUR'" in missing_fx.stderr and "--fx" in missing_fx.stderr
+
+
+@pytest.mark.stack
+def test_invoices_generate_list_show(workbench: Any) -> None:
+    billing = workbench.billing
+    org = f"cli{uuid.uuid4().hex[:8]}"
+    billing.create_organization(org, "CLI Co", "EUR", invoice_prefix=org.upper())
+    billing.create_plan(org, "basic", "Basic", amount=Decimal("49.90"), currency="EUR")
+    billing.create_customer(org, "cus_one", "One", currency="EUR")
+    billing.create_customer(org, "cus_two", "Two", currency="EUR")
+    billing.subscribe(org, "cus_one", "basic", at=datetime(2026, 10, 1, tzinfo=UTC))
+    billing.subscribe(org, "cus_two", "basic", at=datetime(2026, 10, 1, tzinfo=UTC))
+
+    drafts = run_cli("billing", "invoices", "generate", "--org", org, "--draft", "-f", "json")
+    assert drafts.returncode == 0, drafts.stderr
+    assert [(i["status"], i["number"]) for i in json.loads(drafts.stdout)] == [("draft", None)] * 2
+
+    issued = run_cli(
+        "billing", "invoices", "generate", "--org", org, "--at", "2026-11-01", "--format", "json"
+    )
+    assert issued.returncode == 0, issued.stderr
+    invoices = json.loads(issued.stdout)
+    assert [i["status"] for i in invoices] == ["open", "open"]
+    assert sorted(i["number"] for i in invoices) == [
+        f"{org.upper()}-000001",
+        f"{org.upper()}-000002",
+    ]
+    assert all(
+        Decimal(i["amount_due"]) == billing.invoice(uuid.UUID(i["id"])).amount_due for i in invoices
+    )
+
+    listed = run_cli("billing", "invoices", "list", "--org", org, "--status", "open", "-f", "json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert {r["id"] for r in rows} == {i["id"] for i in invoices}
+    assert {r["customer"] for r in rows} == {"cus_one", "cus_two"}
+    assert billing.invoices(org).height == 4  # the two drafts stay drafts
+    table = run_cli("billing", "invoices", "list", "--org", org)
+    assert table.returncode == 0 and f"{org.upper()}-000002" in table.stdout
+    none_paid = run_cli("billing", "invoices", "list", "--org", org, "--status", "paid")
+    assert none_paid.returncode == 0 and "No invoice" in none_paid.stdout
+    bad_status = run_cli("billing", "invoices", "list", "--org", org, "--status", "opne")
+    assert bad_status.returncode == 1 and "open" in bad_status.stderr
+
+    invoice_id = invoices[0]["id"]
+    shown = run_cli("billing", "invoices", "show", invoice_id, "--format", "json")
+    assert shown.returncode == 0, shown.stderr
+    document = json.loads(shown.stdout)
+    invoice = billing.invoice(uuid.UUID(invoice_id))
+    assert document["number"] == invoice.number and document["status"] == "open"
+    assert Decimal(document["total"]) == invoice.total
+    assert [line["description"] for line in document["lines"]] == [
+        line["description"] for line in invoice.lines
+    ]
+    assert document["payments"] == []
+    human = run_cli("billing", "invoices", "show", invoice_id)
+    assert human.returncode == 0 and invoice.number in human.stdout and "Basic" in human.stdout
+    unknown = run_cli("billing", "invoices", "show", str(uuid.uuid4()))
+    assert unknown.returncode == 1 and "is not an invoice" in unknown.stderr
+    garbage = run_cli("billing", "invoices", "show", "INV-1")
+    assert garbage.returncode == 1 and "'invoice_id'" in garbage.stderr
+
+
+@pytest.mark.stack
+def test_fx_set_and_list(workbench: Any) -> None:
+    result = run_cli("billing", "fx", "set", "JPY", "2026-03-01", "0.0091", "--reporting", "CHF")
+    assert result.returncode == 0, result.stderr
+    assert "1 JPY = 0.0091 CHF from 2026-03-01" in result.stdout
+    again = run_cli("billing", "fx", "set", "JPY", "2026-03-01", "0.0092", "--reporting", "CHF")
+    assert again.returncode == 0, again.stderr
+    listed = run_cli("billing", "fx", "list", "--reporting", "CHF", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    rates = [r for r in json.loads(listed.stdout) if r["currency"] == "JPY"]
+    assert rates == [{"currency": "JPY", "date": "2026-03-01", "rate_to_reporting": 0.0092}]
+    stored = workbench.billing.fx_rates("CHF").filter(pl.col("currency") == "JPY")
+    assert stored["rate_to_reporting"].to_list() == [0.0092]
+    table = run_cli("billing", "fx", "list", "--reporting", "CHF")
+    assert table.returncode == 0 and "0.0092" in table.stdout
+
+    bad = run_cli("billing", "fx", "set", "XXQ", "2026-03-01", "1.1")
+    assert bad.returncode == 1 and "XXQ" in bad.stderr
+    bad_rate = run_cli("billing", "fx", "set", "EUR", "2026-03-01", "one")
+    assert bad_rate.returncode == 1 and "field 'rate'" in bad_rate.stderr
+
+
+@pytest.mark.stack
+def test_metrics_of_own_data_match_the_analysis(workbench: Any) -> None:
+    billing = workbench.billing
+    org = f"clm{uuid.uuid4().hex[:8]}"
+    billing.create_organization(org, "Metrics Co", "USD")
+    billing.create_plan(org, "pro", "Pro", amount=Decimal(120), currency="USD")
+    billing.create_customer(org, "cus_m", "M", currency="USD")
+    billing.subscribe(org, "cus_m", "pro", at=datetime(2026, 2, 3, tzinfo=UTC))
+    result = run_cli(
+        "billing", "metrics", "--start", "2026-01", "--end", "2026-04", "--org", org, "-f", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    expected = billing.analysis(
+        start=date(2026, 1, 1), end=date(2026, 5, 1), organization_id=org
+    ).metrics
+    printed = json.loads(result.stdout)
+    assert [Decimal(m["end_mrr"]) for m in printed] == expected["end_mrr"].to_list()
+    assert [Decimal(m["new"]) for m in printed] == [0, 120, 0, 0]
+    movements = run_cli(
+        "billing", "movements", "--start", "2026-01", "--end", "2026-04", "--org", org
+    )
+    assert movements.returncode == 0 and "cus_m" in movements.stdout and "new" in movements.stdout
