@@ -449,3 +449,30 @@ def test_readers_in_other_processes_while_the_writer_writes(
         summary = json.loads(out.strip().splitlines()[-1])
         assert summary["last"] == total
         assert summary["distinct"] >= 2, summary  # it saw the lake grow while it read
+
+
+def test_two_writers_creating_one_lake_at_once_both_attach(
+    stack: Endpoints, tmp_path: Path
+) -> None:
+    """The first writer and the first dashboard may both create the lake; neither may fail."""
+    from workbench.analytics import lake
+
+    target = lake.PostgresTarget.from_url(stack.postgres_url)
+    failures: list[BaseException] = []
+
+    def open_writable(config: lake.LakeConfig, start: threading.Barrier) -> None:
+        start.wait()
+        try:
+            lake.open_lake(config, read_only=False).close()
+        except BaseException as exc:
+            failures.append(exc)
+
+    for round_ in range(4):
+        config = lake.LakeConfig.create(target, tmp_path / f"lake{round_}", f"race_{_unique()}")
+        start = threading.Barrier(2)
+        racers = [threading.Thread(target=open_writable, args=(config, start)) for _ in range(2)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(120)
+    assert failures == [], failures

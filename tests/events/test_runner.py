@@ -247,3 +247,32 @@ def test_tail_shows_the_newest_events_of_a_topic(workbench: Any) -> None:
     tail = workbench.events.tail(topics.ADAPTER_EVENT, 3)
     assert tail["subject"].to_list() == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
     assert tail["type"].to_list() == [topics.ADAPTER_EVENT] * 3
+
+
+class _FlakySink(CatalogProjector):
+    """Fails its first batches as a sink whose dependency is still starting would."""
+
+    def __init__(self, group: str, failures: int) -> None:
+        super().__init__(group=group)
+        self.failures = failures
+
+    def apply(self, conn: Any, batch: Any) -> None:
+        if self.failures:
+            self.failures -= 1
+            from workbench.errors import ComponentUnavailableError
+
+            raise ComponentUnavailableError("the lake is starting", remedy="wait")
+        super().apply(conn, batch)
+
+
+def test_a_sink_reporting_a_transient_error_is_retried_not_dropped(workbench: Any) -> None:
+    handle = workbench.catalog.register("retry", "unit", "r", f"r-{uuid.uuid4().hex[:6]}")
+    handle.delivered(30)
+    sink = _FlakySink(f"transient-{uuid.uuid4().hex[:8]}", failures=2)
+    config = RunnerConfig(
+        bootstrap=workbench.endpoints.kafka_bootstrap, postgres_url=workbench.endpoints.postgres_url
+    )
+    runner = ConsumerRunner(sink, config)
+    deadline = time.monotonic() + 120
+    runner.run(until=lambda: runner.applied > 0 or time.monotonic() > deadline)
+    assert sink.failures == 0 and runner.applied > 0, "the runner gave up on a transient error"

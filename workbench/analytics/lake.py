@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -283,7 +284,7 @@ def open_lake(config: LakeConfig, *, read_only: bool = True) -> duckdb.DuckDBPyC
             if "://" not in config.data_path:
                 Path(config.data_path).mkdir(parents=True, exist_ok=True)
             options.append(f"DATA_PATH {_literal(config.data_path)}")
-        con.execute(f"ATTACH 'ducklake:postgres:' AS {ALIAS} ({', '.join(options)})")
+        _attach_lake(con, ddb, options, creating=not read_only)
         con.execute(f"ATTACH '' AS {POSTGRES_ALIAS} (TYPE postgres, SECRET {SECRET}, READ_ONLY)")
         con.execute("SET lock_configuration = true")
     except ddb.Error as exc:
@@ -299,6 +300,24 @@ def open_lake(config: LakeConfig, *, read_only: bool = True) -> duckdb.DuckDBPyC
         read_only=read_only,
     )
     return con
+
+
+def _attach_lake(
+    con: duckdb.DuckDBPyConnection, ddb: Any, options: list[str], *, creating: bool
+) -> None:
+    """ATTACH the lake; a writable attach may create it, and two processes creating one lake
+    at once collide on Postgres' catalog (``CREATE SCHEMA IF NOT EXISTS`` is not atomic): the
+    loser attaches again and finds the lake the winner made."""
+    for attempt in range(3):
+        try:
+            con.execute(f"ATTACH 'ducklake:postgres:' AS {ALIAS} ({', '.join(options)})")
+            return
+        except ddb.Error as exc:
+            collided = "duplicate key value" in str(exc) or "already exists" in str(exc)
+            if not (creating and collided) or attempt == 2:
+                raise
+            log.debug("lake created concurrently, attaching again", attempt=attempt + 1)
+            time.sleep(0.1 * (attempt + 1))  # back off: the winner may still be creating tables
 
 
 def _lake_error(config: LakeConfig, exc: Exception) -> Exception:

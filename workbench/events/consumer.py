@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import psycopg
 from prometheus_client import Counter, Gauge, Histogram
 
+from workbench.errors import DictaMeshError
 from workbench.events.envelope import CloudEvent, InvalidEventError
 from workbench.events.topics import dead_letter_topic
 from workbench.observability import REGISTRY, get_logger
@@ -145,6 +146,9 @@ class RunnerConfig:
 
 
 def _transient(exc: BaseException) -> bool:
+    """Worth retrying: the database blinked, or a sink says its failure is transient."""
+    if isinstance(exc, DictaMeshError):
+        return exc.transient
     return isinstance(
         exc,
         psycopg.OperationalError
@@ -426,7 +430,7 @@ class ConsumerRunner(Generic[P]):
         while True:
             try:
                 return action()
-            except psycopg.Error as exc:
+            except (psycopg.Error, DictaMeshError) as exc:
                 if not _transient(exc) or self.stopping:
                     raise
                 log.warning(
