@@ -313,6 +313,37 @@ def pandas_analysis(  # noqa: PLR0912, PLR0915 - written out on purpose, as one 
         clusters, columns=["customer_id", "date", "before", "after", "movement", "amount", "fx"]
     )
     metrics = _pandas_metrics(table, start, end)
+    # Retention and churn rates count only customers paying at the start of the month (the
+    # window's start for its first month): their first change in the month starts from it.
+    paying_at_start: dict[tuple[Any, Any], bool] = {}
+    retained: dict[Any, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    churned: dict[Any, set[Any]] = defaultdict(set)
+    for cluster in clusters:  # customer by customer, in date order
+        if not start <= cluster["date"] < end:
+            continue
+        month = cluster["date"].date().replace(day=1)
+        key = (month, cluster["customer_id"])
+        paying_at_start.setdefault(key, cluster["before"] > 0)
+        if paying_at_start[key] and cluster["movement"] is not None:
+            retained[month][cluster["movement"]] += cluster["amount"]
+            if cluster["movement"] == "churn":
+                churned[month].add(cluster["customer_id"])
+    columns: dict[str, list[Any]] = defaultdict(list)
+    for row in metrics.itertuples(index=False):
+        moved, base = retained[row.month], row.start_mrr
+        lost = moved["churn"] + moved["contraction"]
+        columns["churned_start_customers"].append(len(churned[row.month]))
+        columns["logo_churn_rate"].append(
+            len(churned[row.month]) / row.customers_start if row.customers_start else None
+        )
+        columns["gross_mrr_churn_rate"].append(lost / base if base else None)
+        columns["net_mrr_churn_rate"].append(
+            (lost - moved["expansion"] - moved["reactivation"]) / base if base else None
+        )
+        columns["nrr"].append((base + moved["expansion"] - lost) / base if base else None)
+        columns["grr"].append(min((base - lost) / base, 1.0) if base else None)
+    for name, values in columns.items():
+        metrics[name] = pd.Series(values, index=metrics.index, dtype="object")
     return moves.sort_values(["date", "customer_id", "movement"]).reset_index(drop=True), metrics
 
 

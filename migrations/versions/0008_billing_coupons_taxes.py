@@ -4,6 +4,8 @@ The per-customer ``tax_rate`` number is replaced by tax-rate rows linked to cust
 turns every distinct non-zero rate of an organization into an exclusive tax rate ("Tax 19%")
 and links its customers; downgrade puts back the sum of each customer's exclusive rates.
 
+Subscriptions get ``trial_ending_notified_at``, so the trial-ending notice goes out once.
+
 Revision ID: 0008
 Revises: 0007
 Create Date: 2026-11-27
@@ -190,9 +192,15 @@ def upgrade() -> None:
         "WHERE c.tax_rate <> 0"
     )
     op.drop_column("dictamesh_billing_customers", "tax_rate")
+    # when the trial-ending notice went out (`Billing.notify_trials_ending` sends it once)
+    op.add_column(
+        "dictamesh_billing_subscriptions",
+        sa.Column("trial_ending_notified_at", sa.DateTime(timezone=True), nullable=True),
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("dictamesh_billing_subscriptions", "trial_ending_notified_at")
     op.add_column(
         "dictamesh_billing_customers",
         sa.Column("tax_rate", sa.Numeric, nullable=False, server_default="0"),

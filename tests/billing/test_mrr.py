@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import tempfile
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -209,6 +210,10 @@ def test_saas_metrics_hand_worked() -> None:
         _row("e", "e", date(2023, 12, 1), date(2024, 1, 3), 100.0),
         _row("e", "e", date(2024, 1, 3), None, 250.0),
     )
+    # January: a, b, c and e pay 500.00 at the start; d is new. e expands 150, c contracts
+    # 100, b churns 100. d is new and does not move again, so restricting the retention and
+    # churn numerators to the customers paying at the start changes none of these figures:
+    # NRR = (500 + 150 - 100 - 100) / 500, GRR = (500 - 100 - 100) / 500, logo churn 1 / 4.
     jan = saas_metrics(intervals, start=date(2024, 1, 1), end=date(2024, 2, 1)).row(0, named=True)
     assert jan["start_mrr"] == Decimal("500.00")
     assert (jan["new"], jan["expansion"], jan["contraction"], jan["churn"]) == (
@@ -220,6 +225,7 @@ def test_saas_metrics_hand_worked() -> None:
     assert jan["end_mrr"] == Decimal("500.00")
     assert jan["net_new_mrr"] == Decimal("0.00")
     assert (jan["customers_start"], jan["customers_end"], jan["churned_customers"]) == (4, 4, 1)
+    assert jan["churned_start_customers"] == 1
     assert jan["logo_churn_rate"] == pytest.approx(0.25)
     assert jan["gross_mrr_churn_rate"] == pytest.approx(0.4)
     assert jan["net_mrr_churn_rate"] == pytest.approx(0.1)
@@ -232,6 +238,76 @@ def test_saas_metrics_hand_worked() -> None:
         frame(_row("a", "a", date(2024, 1, 1), None, 10.0)), start=START, end=date(2024, 3, 1)
     )
     assert no_churn["ltv"].to_list() == [None, None]  # undefined at zero churn
+
+
+def test_customers_new_in_the_month_count_in_net_new_mrr_not_in_retention() -> None:
+    existing = [
+        _row("a", "a", date(2023, 12, 1), date(2024, 1, 15), 100.0),
+        _row("a", "a", date(2024, 1, 15), None, 150.0),  # expansion 50
+        _row("b", "b", date(2023, 12, 1), date(2024, 1, 20), 100.0),  # churn 100
+    ]
+    newcomers = [
+        _row("n", "n", date(2024, 1, 5), date(2024, 1, 20), 50.0),  # new 50 ...
+        _row("n", "n", date(2024, 1, 20), None, 80.0),  # ... and expansion 30, same month
+        _row("m", "m", date(2024, 1, 3), date(2024, 1, 25), 40.0),  # new 40, churn 40
+        _row("r", "r", date(2023, 10, 1), date(2023, 11, 1), 90.0),  # churned before January
+        _row("r", "r", date(2024, 1, 10), date(2024, 1, 12), 70.0),  # reactivation 70, churn 70
+        _row("r", "r", date(2024, 1, 14), None, 60.0),  # reactivation 60 (two days later)
+    ]
+    window = {"start": date(2024, 1, 1), "end": date(2024, 2, 1)}
+    jan = saas_metrics(frame(*existing, *newcomers), **window).row(0, named=True)
+    # every movement counts in the MRR bridge and net new MRR
+    assert jan["start_mrr"] == Decimal("200.00")
+    assert (jan["new"], jan["expansion"], jan["reactivation"]) == (
+        Decimal("90.00"),
+        Decimal("80.00"),
+        Decimal("130.00"),
+    )
+    assert (jan["contraction"], jan["churn"]) == (Decimal("0.00"), Decimal("210.00"))
+    assert jan["net_new_mrr"] == Decimal("90.00")
+    assert jan["end_mrr"] == Decimal("290.00")  # a 150 + n 80 + r 60
+    assert (jan["customers_start"], jan["customers_end"]) == (2, 3)
+    assert (jan["churned_customers"], jan["churned_start_customers"]) == (3, 1)
+    # retention: only a and b, who paid at the start. NRR = (200 + 50 - 100) / 200 (counting
+    # n's expansion and m's and r's churn would give (200 + 80 - 210) / 200 = 0.35);
+    # GRR = (200 - 100) / 200; logo churn = 1 (b) / 2 (not 3 / 2).
+    assert jan["nrr"] == pytest.approx(0.75)
+    assert jan["grr"] == pytest.approx(0.5)
+    assert jan["logo_churn_rate"] == pytest.approx(0.5)
+    assert jan["gross_mrr_churn_rate"] == pytest.approx(0.5)
+    assert jan["net_mrr_churn_rate"] == pytest.approx(0.25)  # (100 - 50) / 200
+    assert jan["quick_ratio"] == pytest.approx((90 + 80 + 130) / 210)  # growth: all customers
+    assert jan["ltv"] == Decimal("193.33")  # ARPA 290 / 3 = 96.67 over logo churn 0.5
+    # the same figures as without the customers who started paying in January
+    alone = saas_metrics(frame(*existing), **window).row(0, named=True)
+    for name in ("nrr", "grr", "logo_churn_rate", "gross_mrr_churn_rate", "net_mrr_churn_rate"):
+        assert jan[name] == pytest.approx(alone[name]), name
+
+
+def test_public_signatures() -> None:
+    import workbench.billing
+
+    def shape(function: Any) -> list[tuple[str, Any, Any]]:
+        return [
+            (p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()
+        ]
+
+    positional, keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+    expected = [
+        ("intervals", positional, inspect.Parameter.empty),
+        ("fx", positional, None),
+        ("reporting_currency", keyword, "USD"),
+        ("churn_recognition", keyword, "at_subscription_end"),
+        ("start", keyword, inspect.Parameter.empty),
+        ("end", keyword, inspect.Parameter.empty),
+    ]
+    for function in (
+        workbench.billing.mrr_movements,
+        workbench.billing.saas_metrics,
+        workbench.billing.cohort_matrix,
+        workbench.billing.analyse,
+    ):
+        assert shape(function) == expected, function.__name__
 
 
 def test_cohort_matrix() -> None:
@@ -390,12 +466,13 @@ def test_invariant_end_equals_start_plus_movements(
     for (customer,), group in movements.group_by("customer_id"):
         rows = group.sort("date").to_dicts()
         for row in rows:
-            sign = -1 if row["movement"] in ("contraction", "churn") else 1
-            if row["movement"] in ("new", "reactivation"):
-                assert row["mrr_before"] == 0
-            if row["movement"] == "churn":
-                assert row["mrr_after"] == 0
-            assert sign * row["amount"] == sign * row["amount"]
+            if row["movement"] in ("new", "reactivation"):  # from nothing: the whole new MRR
+                assert (row["mrr_before"], row["amount"]) == (0, row["mrr_after"])
+            elif row["movement"] == "churn":  # to nothing: the whole old MRR
+                assert (row["mrr_after"], row["amount"]) == (0, row["mrr_before"])
+            elif row["movement"] in ("expansion", "contraction"):  # paying before and after
+                assert row["mrr_before"] > 0
+                assert row["mrr_after"] > 0
         dated: dict[Any, Decimal] = {}
         for row in rows:
             sign = -1 if row["movement"] in ("contraction", "churn") else 1
@@ -420,6 +497,16 @@ def test_same_results_as_the_reference_implementation(
         intervals.to_pandas(), fx.to_pandas(), start=start, end=end, churn_recognition=mode
     )
     assert_same(result, reference)
+    # the retention and churn rates beyond the two `assert_same` compares
+    metrics, expected = result.metrics, reference[1]
+    assert metrics["churned_start_customers"].to_list() == [
+        int(n) for n in expected["churned_start_customers"]
+    ]
+    for column in ("gross_mrr_churn_rate", "net_mrr_churn_rate", "grr"):
+        for ours, theirs in zip(metrics[column].to_list(), expected[column], strict=True):
+            assert (ours is None) == (theirs is None), column
+            if ours is not None:
+                assert ours == pytest.approx(theirs, abs=1e-12), column
 
 
 @settings(max_examples=40, deadline=None)

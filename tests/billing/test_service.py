@@ -379,3 +379,296 @@ def test_usage_meter_consumes_the_usage_topic_once(
             {"o": org},
         ).scalar_one()
     assert count == 2  # m1 once, m4; the unknown metric and the negative value were rejected
+
+
+def outbox_types(billing: Billing, key: object) -> list[str]:
+    """The event types in the outbox for one record key, oldest first."""
+    with billing.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT headers FROM dictamesh_outbox WHERE record_key = :k ORDER BY id"),
+            {"k": str(key).encode()},
+        ).scalars()
+        types = [dict((name, value) for name, value in headers)["ce_type"] for headers in rows]
+    return [t.removeprefix("dictamesh.billing.") for t in types]
+
+
+def test_finalize_issues_a_draft_with_the_next_number(billing: Billing, org: str) -> None:
+    cus = billing.create_customer(org, "cus_d", "Draft", currency="EUR", credit_balance=D(5))
+    billing.create_customer(org, "cus_n", "Numbered", currency="EUR")
+    billing.create_coupon(org, "ONCE", percent_off=D(50), duration="once")
+    draft_sub = billing.subscribe(org, "cus_d", "pro", at=T0)
+    billing.apply_coupon(draft_sub, "ONCE", at=T0)
+    other = billing.subscribe(org, "cus_n", "team", at=T0)
+    end = T0 + timedelta(days=31)
+    first = billing.generate_invoices(org, subscription_ids=[other], at=end)[0]
+    assert first.number == f"{org.upper()}-000001"
+    issued: list[dict[str, Any]] = []
+    billing.on("invoice.issued", lambda _t, data: issued.append(data))
+
+    draft = billing.generate_invoices(org, subscription_ids=[draft_sub], finalize=False, at=end)[0]
+    assert (draft.status, draft.number, draft.discount) == ("draft", None, D("50.00"))
+    assert issued == []
+    early = {"id": "pi_d", "amount_received": 4500, "metadata": {"invoice_id": str(draft.id)}}
+    with pytest.raises(BillingInputError, match="takes no payments") as refused:
+        _webhook(billing, "payment_intent.succeeded", early)
+    assert "finalize_invoice" in str(refused.value)
+    assert refused.value.field == "status" and refused.value.value == "draft"
+
+    finalized = billing.finalize_invoice(draft.id, at=end + timedelta(hours=1))
+    assert finalized.number == f"{org.upper()}-000002"
+    assert finalized.status == "open"
+    assert finalized.amount_due == draft.amount_due == D("45.00")  # 100 - 50 once - 5 credit
+    row = billing.invoices(org, status="open").filter(pl_col_id(finalized.id))
+    assert row["issued_at"][0] == end + timedelta(hours=1)
+    assert [d["number"] for d in issued] == [finalized.number]
+    assert outbox_types(billing, draft.id) == ["invoice.issued"]
+    # the once discount and the credit were used up; the subscription moved past the period
+    assert billing.discounts(cus)["times_applied"].to_list() == [1]
+    assert billing.subscription(draft_sub)["current_period_start"] == end
+    nxt = billing.generate_invoices(org, subscription_ids=[draft_sub], at=end + timedelta(days=30))
+    assert (nxt[0].number, nxt[0].discount, nxt[0].credits_applied) == (
+        f"{org.upper()}-000003",
+        0,
+        0,
+    )
+    with pytest.raises(BillingInputError, match="not a draft"):
+        billing.finalize_invoice(draft.id)
+
+    # transition(draft -> open) goes through the same path
+    billing.create_customer(org, "cus_o", "Open", currency="EUR")
+    third = billing.subscribe(org, "cus_o", "pro", at=T0)
+    draft2 = billing.generate_invoices(org, subscription_ids=[third], finalize=False, at=end)[0]
+    opened = billing.transition(draft2.id, "open", at=end)
+    assert (opened.status, opened.number) == ("open", f"{org.upper()}-000004")
+    assert issued[-1]["invoice_id"] == str(draft2.id)
+    assert outbox_types(billing, draft2.id) == ["invoice.issued"]
+
+
+def pl_col_id(invoice_id: uuid.UUID) -> Any:
+    import polars as pl
+
+    return pl.col("id") == str(invoice_id)
+
+
+def test_subscription_status_changes_go_through_the_outbox(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_tr", "Trial", currency="EUR")
+    billing.create_customer(org, "cus_sc", "Scheduled", currency="EUR")
+    billing.create_customer(org, "cus_fp", "Failing", currency="EUR")
+    trial = billing.subscribe(org, "cus_tr", "pro", at=T0, trial_days=14)
+    scheduled = billing.subscribe(org, "cus_sc", "pro", at=T0)
+    failing = billing.subscribe(org, "cus_fp", "team", at=T0)
+    seen: list[tuple[str, str]] = []
+    for kind in ("activated", "canceled", "past_due"):
+        billing.on(
+            f"subscription.{kind}", lambda t, data: seen.append((t, data["subscription_id"]))
+        )
+
+    billing.generate_invoices(org, subscription_ids=[trial], at=T0 + timedelta(days=14))
+    assert billing.subscription(trial)["status"] == "active"
+    billing.cancel(scheduled, at=T0 + timedelta(days=5), at_period_end=True)
+    billing.generate_invoices(org, subscription_ids=[scheduled], at=T0 + timedelta(days=31))
+    assert billing.subscription(scheduled)["status"] == "canceled"
+    invoice = billing.generate_invoices(
+        org, subscription_ids=[failing], at=T0 + timedelta(days=31)
+    )[0]
+    billing.pay(invoice.id, idempotency_key="fp-1", provider=ManualProvider(fail_with="declined"))
+    billing.pay(invoice.id, idempotency_key="fp-2", provider=ManualProvider(fail_with="declined"))
+    assert billing.subscription(failing)["status"] == "past_due"
+
+    assert seen == [
+        ("subscription.activated", str(trial)),
+        ("subscription.canceled", str(scheduled)),
+        ("subscription.past_due", str(failing)),  # once: the second failure changes nothing
+    ]
+    assert outbox_types(billing, trial) == ["subscription.created", "subscription.activated"]
+    assert outbox_types(billing, scheduled) == [
+        "subscription.created",
+        "subscription.cancel_scheduled",
+        "subscription.canceled",
+    ]
+    assert outbox_types(billing, failing) == ["subscription.created", "subscription.past_due"]
+
+
+def test_trial_ending_is_notified_once(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_te", "Trial", currency="EUR")
+    billing.create_customer(org, "cus_late", "Later", currency="EUR")
+    soon = billing.subscribe(org, "cus_te", "pro", at=T0, trial_days=14)
+    later = billing.subscribe(org, "cus_late", "pro", at=T0, trial_days=30)
+    notified: list[str] = []
+    billing.on(
+        "subscription.trial_ending", lambda _t, data: notified.append(data["subscription_id"])
+    )
+
+    now = T0 + timedelta(days=12)
+    assert billing.notify_trials_ending(at=now, organization_id=org) == [soon]
+    assert billing.notify_trials_ending(at=now + timedelta(hours=1), organization_id=org) == []
+    assert billing.trials_ending(org, now=now) == []
+    assert notified == [str(soon)]
+    assert outbox_types(billing, soon).count("subscription.trial_ending") == 1
+    assert billing.subscription(soon)["trial_ending_notified_at"] == now
+    # the other trial is notified when its own window comes
+    assert billing.notify_trials_ending(at=T0 + timedelta(days=28), within=timedelta(days=3)) == [
+        later
+    ]
+    assert notified == [str(soon), str(later)]
+    with pytest.raises(BillingInputError, match="must be positive"):
+        billing.notify_trials_ending(within=timedelta(0))
+
+
+def _webhook(billing: Billing, event_type: str, obj: dict[str, Any]) -> str:
+    secret = "whsec_test_secret"
+    body = orjson.dumps(
+        {"id": f"evt_{uuid.uuid4().hex}", "type": event_type, "data": {"object": obj}}
+    )
+    return handle_stripe_webhook(billing, body, sign(body, secret), secret)
+
+
+def test_stripe_webhook_failed_payment_and_refund(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_wf", "Webhook", currency="EUR")
+    sub = billing.subscribe(org, "cus_wf", "pro", at=T0)
+    invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
+    failed: list[dict[str, Any]] = []
+    billing.on("payment.failed", lambda _t, data: failed.append(data))
+    meta = {"metadata": {"invoice_id": str(invoice.id)}}
+
+    declined = {"id": "pi_f", "amount": 10000, "last_payment_error": {"message": "insufficient"}}
+    assert _webhook(billing, "payment_intent.payment_failed", declined | meta) == "applied"
+    assert billing.subscription(sub)["status"] == "past_due"
+    assert [(f["invoice_id"], f["reason"]) for f in failed] == [(str(invoice.id), "insufficient")]
+    assert billing.invoice(invoice.id).status == "open"
+
+    paid = {"id": "pi_ok", "amount_received": 10000}
+    assert _webhook(billing, "payment_intent.succeeded", paid | meta) == "applied"
+    assert billing.subscription(sub)["status"] == "active"
+    refund = {"id": "ch_1", "amount_refunded": 2550}
+    assert _webhook(billing, "charge.refunded", refund | meta) == "applied"
+    row = billing.invoices(org).filter(pl_col_id(invoice.id))
+    assert row["amount_refunded"][0] == D("25.50")
+    assert row["status"][0] == "paid"
+    assert billing.payments(invoice.id)["kind"].to_list() == ["payment", "payment", "refund"]
+
+
+def test_void_invoices_take_no_payments(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_v", "Void", currency="EUR")
+    sub = billing.subscribe(org, "cus_v", "pro", at=T0)
+    invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
+    billing.transition(invoice.id, "void")
+    meta = {"metadata": {"invoice_id": str(invoice.id)}}
+    with pytest.raises(BillingInputError, match="void and takes no payments") as refused:
+        _webhook(
+            billing, "payment_intent.succeeded", {"id": "pi_v", "amount_received": 10000} | meta
+        )
+    assert (refused.value.field, refused.value.value) == ("status", "void")
+    assert "refund" in str(refused.value)
+    voided = billing.invoice(invoice.id)
+    assert (voided.status, voided.amount_paid) == ("void", 0)
+    assert billing.payments(invoice.id).height == 0
+
+
+def test_concurrent_payments_with_one_key_charge_once(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_cc", "Concurrent", currency="EUR")
+    sub = billing.subscribe(org, "cus_cc", "pro", at=T0)
+    invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
+    entered, release = threading.Event(), threading.Event()
+    charges: list[str] = []
+
+    class SlowProvider(ManualProvider):
+        def charge(self, invoice: Any, amount: D, idempotency_key: str) -> Any:
+            charges.append(idempotency_key)
+            entered.set()
+            release.wait(30)
+            return super().charge(invoice, amount, idempotency_key)
+
+    results: list[dict[str, Any]] = []
+
+    def pay() -> None:
+        results.append(billing.pay(invoice.id, idempotency_key="same", provider=SlowProvider()))
+
+    first = threading.Thread(target=pay)
+    first.start()
+    assert entered.wait(30)
+    second = threading.Thread(target=pay)
+    second.start()
+
+    def second_waits_for_the_lock() -> bool:
+        with billing.engine.connect() as conn:
+            return bool(
+                conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%dictamesh_billing_invoices%FOR UPDATE%'"
+                    )
+                ).scalar_one()
+            )
+
+    wait_for(second_waits_for_the_lock)
+    release.set()
+    first.join(30)
+    second.join(30)
+    assert charges == ["same"]
+    assert len(results) == 2 and results[0]["id"] == results[1]["id"]
+    assert billing.payments(invoice.id).height == 1
+
+
+def test_percentage_charge_bills_the_fee_per_transaction(billing: Billing, org: str) -> None:
+    billing.create_metric(org, "payments", "sum")
+    billing.create_plan(
+        org,
+        "payments",
+        "Payments",
+        amount=D(0),
+        currency="EUR",
+        charges=[
+            PlanCharge(
+                "payments",
+                Charge("percentage", rate=D("0.029"), fixed_amount=D("0.30")),
+                "Card payments",
+            )
+        ],
+    )
+    billing.create_customer(org, "cus_pc", "Percent", currency="EUR")
+    billing.create_customer(org, "cus_pd", "Other", currency="EUR")
+    sub = billing.subscribe(org, "cus_pc", "payments", at=T0)
+    other = billing.subscribe(org, "cus_pd", "payments", at=T0)
+    for i, value in enumerate(["400", "350.50", "249.50"]):
+        billing.record_usage(
+            org, f"pay{i}", "cus_pc", "payments", value, occurred_at=T0 + timedelta(days=i + 1)
+        )
+    billing.record_usage(org, "pay-other", "cus_pd", "payments", 100, occurred_at=T0)
+    billing.record_usage(  # the next period: not on this invoice
+        org, "pay-late", "cus_pc", "payments", 50, occurred_at=T0 + timedelta(days=40)
+    )
+    invoices = billing.generate_invoices(
+        org, subscription_ids=[sub, other], at=T0 + timedelta(days=31)
+    )
+    by_sub = {inv.subscription_id: inv for inv in invoices}
+    usage = [line for line in by_sub[sub].lines if line["kind"] == "usage"]
+    # 2.9 % of 1000 + 3 transactions x 0.30
+    assert [(line["quantity"], line["amount"]) for line in usage] == [(D("1000"), D("29.90"))]
+    other_usage = [line for line in by_sub[other].lines if line["kind"] == "usage"]
+    assert [line["amount"] for line in other_usage] == [D("3.20")]  # 2.90 + 1 x 0.30
+
+    # nested in a flat_usage charge, the percentage gets the amount and the transactions too
+    nested = Charge(
+        "flat_usage",
+        flat_amount=D(10),
+        usage=Charge("percentage", rate=D("0.01"), fixed_amount=D("0.25")),
+    )
+    billing.create_plan(
+        org,
+        "gateway",
+        "Gateway",
+        amount=D(0),
+        currency="EUR",
+        charges=[PlanCharge("payments", nested, "Gateway")],
+    )
+    billing.create_customer(org, "cus_pg", "Gateway", currency="EUR")
+    gateway = billing.subscribe(org, "cus_pg", "gateway", at=T0)
+    for i in range(4):
+        billing.record_usage(org, f"gw{i}", "cus_pg", "payments", 50, occurred_at=T0)
+    invoice = billing.generate_invoices(
+        org, subscription_ids=[gateway], at=T0 + timedelta(days=31)
+    )[0]
+    assert [line["amount"] for line in invoice.lines if line["kind"] == "usage"] == [
+        D("13.00")  # 10 + 1 % of 200 + 4 x 0.25
+    ]

@@ -676,18 +676,36 @@ class MrrAnalysis:
         opening_mrr = int(before["change"].sum() or 0)
         opening_customers = int(before["logo"].sum() or 0)
         movement = pl.col("movement")
-        monthly = (
-            flags.filter(pl.col("date") >= self.start, pl.col("date") < self.end)
-            .group_by("month")
-            .agg(
-                *[pl.col(name).sum() for name in MOVEMENTS[:-1]],
-                pl.col("fx").sum().alias("fx_impact"),
-                pl.col("change").sum(),
-                pl.col("logo").sum(),
-                (movement == "new").sum().alias("new_customers"),
-                (movement == "reactivation").sum().alias("reactivated_customers"),
-                (movement == "churn").sum().alias("churned_customers"),
-            )
+        # `clusters` is sorted by customer and date, so the first change of a customer in a
+        # month of the window carries, as its `mrr_before`, the customer's MRR at the start of
+        # that month (or at `start`, for the window's first month).
+        window = flags.filter(pl.col("date") >= self.start, pl.col("date") < self.end)
+        first_in_month = (
+            (pl.col("customer_id") != pl.col("customer_id").shift(1))
+            | (pl.col("month") != pl.col("month").shift(1))
+        ).fill_null(True)
+        window = window.with_columns(
+            _existing=pl.when(first_in_month).then(pl.col("mrr_before")).forward_fill() > 0
+        )
+        existing = pl.col("_existing")
+        monthly = window.group_by("month").agg(
+            *[pl.col(name).sum() for name in MOVEMENTS[:-1]],
+            # movements of customers paying at the start of the month (retention numerators)
+            *[
+                pl.col(name).filter(existing).sum().alias(f"_{name}_retained")
+                for name in ("expansion", "reactivation", "contraction", "churn")
+            ],
+            pl.col("fx").sum().alias("fx_impact"),
+            pl.col("change").sum(),
+            pl.col("logo").sum(),
+            (movement == "new").sum().alias("new_customers"),
+            (movement == "reactivation").sum().alias("reactivated_customers"),
+            (movement == "churn").sum().alias("churned_customers"),
+            pl.col("customer_id")
+            .filter(existing & (movement == "churn"))
+            .n_unique()
+            .cast(pl.Int64)
+            .alias("churned_start_customers"),
         )
         grid = self._months().to_frame().join(monthly, on="month", how="left").fill_null(0)
         grid = grid.with_columns(
@@ -700,10 +718,16 @@ class MrrAnalysis:
         start_mrr = pl.col("start_mrr").cast(pl.Float64)
         lost = (pl.col("churn") + pl.col("contraction")).cast(pl.Float64)
         gained = (pl.col("new") + pl.col("expansion") + pl.col("reactivation")).cast(pl.Float64)
+        # retention and churn rates: only movements of customers paying at the month's start
+        lost_retained = (pl.col("_churn_retained") + pl.col("_contraction_retained")).cast(
+            pl.Float64
+        )
+        expansion_retained = pl.col("_expansion_retained").cast(pl.Float64)
+        reactivation_retained = pl.col("_reactivation_retained").cast(pl.Float64)
         positive = pl.col("start_mrr") > 0
         logo_churn = (
             pl.when(pl.col("customers_start") > 0)
-            .then(pl.col("churned_customers") / pl.col("customers_start"))
+            .then(pl.col("churned_start_customers") / pl.col("customers_start"))
             .otherwise(None)
         )
         grid = grid.with_columns(
@@ -713,16 +737,16 @@ class MrrAnalysis:
             - pl.col("contraction")
             - pl.col("churn"),
             logo_churn_rate=logo_churn,
-            gross_mrr_churn_rate=pl.when(positive).then(lost / start_mrr).otherwise(None),
+            gross_mrr_churn_rate=pl.when(positive).then(lost_retained / start_mrr).otherwise(None),
             net_mrr_churn_rate=pl.when(positive)
-            .then(
-                (lost - (pl.col("expansion") + pl.col("reactivation")).cast(pl.Float64)) / start_mrr
-            )
+            .then((lost_retained - expansion_retained - reactivation_retained) / start_mrr)
             .otherwise(None),
             nrr=pl.when(positive)
-            .then((start_mrr + pl.col("expansion").cast(pl.Float64) - lost) / start_mrr)
+            .then((start_mrr + expansion_retained - lost_retained) / start_mrr)
             .otherwise(None),
-            grr=pl.when(positive).then((start_mrr - lost) / start_mrr).otherwise(None),
+            grr=pl.when(positive)
+            .then(((start_mrr - lost_retained) / start_mrr).clip(upper_bound=1.0))
+            .otherwise(None),
             quick_ratio=pl.when(lost > 0).then(gained / lost).otherwise(None),
             _arpa=pl.when(pl.col("customers_end") > 0)
             .then(pl.col("end_mrr").cast(pl.Float64) / pl.col("customers_end"))
@@ -763,6 +787,7 @@ class MrrAnalysis:
             "new_customers",
             "reactivated_customers",
             "churned_customers",
+            "churned_start_customers",
             "logo_churn_rate",
             "gross_mrr_churn_rate",
             "net_mrr_churn_rate",
@@ -924,13 +949,20 @@ def saas_metrics(
 ) -> pl.DataFrame:
     """One row per month in ``[start, end)``: MRR, movements, customers and SaaS ratios.
 
-    ``logo_churn_rate`` = churned customers / paying customers at month start;
-    ``gross_mrr_churn_rate`` = (churn + contraction) / start MRR; ``net_mrr_churn_rate`` =
-    (churn + contraction - expansion - reactivation) / start MRR; ``nrr`` = (start MRR +
-    expansion - contraction - churn) / start MRR; ``grr`` = (start MRR - contraction - churn) /
-    start MRR; ``arpa`` = end MRR / paying customers at month end; ``ltv`` = ARPA / logo churn
-    rate (null at zero churn); ``quick_ratio`` = (new + expansion + reactivation) / (churn +
-    contraction) (null when nothing was lost).
+    Retention and churn rates look only at the customers paying at the start of the month (the
+    window's ``start`` for its first month): the movements of a customer who started paying
+    during the month (``new`` or ``reactivation``) count in ``net_new_mrr`` and the quick ratio,
+    never in these numerators. With ``*_s`` for the movements of those customers in the month:
+
+    ``logo_churn_rate`` = ``churned_start_customers`` (customers paying at month start with a
+    churn in the month) / ``customers_start``; ``gross_mrr_churn_rate`` = (churn_s +
+    contraction_s) / start MRR; ``net_mrr_churn_rate`` = (churn_s + contraction_s - expansion_s
+    - reactivation_s) / start MRR; ``nrr`` = (start MRR + expansion_s - contraction_s - churn_s)
+    / start MRR (new business and reactivation excluded); ``grr`` = (start MRR - contraction_s -
+    churn_s) / start MRR (at most 1); ``arpa`` = end MRR / paying customers at month end;
+    ``ltv`` = ARPA / logo churn rate (null at zero churn); ``quick_ratio`` = (new + expansion +
+    reactivation) / (churn + contraction), all customers (null when nothing was lost).
+    ``churned_customers`` counts every churn movement of the month.
     """
     return analyse(
         intervals,

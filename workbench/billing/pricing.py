@@ -243,7 +243,11 @@ def price(
                 "-", "amount", base, "is negative", remedy="sum transaction amounts >= 0."
             )
         return base * charge.rate + charge.fixed_amount * transactions
-    usage = ZERO if charge.usage is None else price(charge.usage, q)
+    usage = (
+        ZERO
+        if charge.usage is None
+        else price(charge.usage, q, amount=amount, transactions=transactions)
+    )
     return charge.flat_amount + usage
 
 

@@ -111,6 +111,8 @@ class Invoice:
     tax_inclusive: Decimal = ZERO  # contained in the lines; `tax` is the exclusive tax added
     tax_breakdown: tuple[dict[str, Any], ...] = field(default=(), repr=False)
     coupons: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+    # the stored discounts behind `coupons` (a draft uses them up when it is finalized)
+    discount_ids: tuple[str, ...] = field(default=(), repr=False)
 
     def __repr__(self) -> str:
         return (
@@ -689,31 +691,71 @@ class Billing:
         within: timedelta = timedelta(days=3),
         now: datetime | None = None,
     ) -> list[uuid.UUID]:
-        """Subscriptions whose trial ends within `within`; emits ``subscription.trial_ending``."""
-        now = _utc(now)
+        """The organization's trials ending within `within` and not notified yet, notified now.
+
+        The organization-scoped form of `notify_trials_ending`: each trial is notified once.
+        """
+        return self.notify_trials_ending(within=within, at=now, organization_id=organization_id)
+
+    def notify_trials_ending(
+        self,
+        *,
+        within: timedelta = timedelta(days=3),
+        at: datetime | None = None,
+        organization_id: str | None = None,
+    ) -> list[uuid.UUID]:
+        """Emit ``subscription.trial_ending`` once for every trial ending in ``(at, at+within]``.
+
+        Meant to run on a schedule (e.g. hourly): the subscription records when it was notified
+        (``trial_ending_notified_at``, set in the same transaction as the outbox row), so later
+        runs skip it and concurrent runs cannot notify it twice. Returns the subscriptions
+        notified by this call, in trial-end order.
+        """
+        if within <= timedelta(0):
+            raise BillingInputError(
+                "notify_trials_ending",
+                "within",
+                within,
+                "must be positive",
+                remedy="give how far ahead to look, e.g. timedelta(days=3).",
+            )
+        at = _utc(at)
+        query = (
+            "UPDATE dictamesh_billing_subscriptions SET trial_ending_notified_at = :at, "
+            "updated_at = now() WHERE status = 'trialing' AND trial_end > :at "
+            "AND trial_end <= :until AND trial_ending_notified_at IS NULL"
+        )
+        params: dict[str, Any] = {"at": at, "until": at + within}
+        if organization_id is not None:
+            query += " AND organization_id = :org"
+            params["org"] = organization_id
         pending: list[tuple[str, dict[str, Any]]] = []
         with self.engine.begin() as conn:
-            ids = list(
+            rows = sorted(
                 conn.execute(
-                    text(
-                        "SELECT id FROM dictamesh_billing_subscriptions WHERE organization_id = "
-                        ":org "
-                        "AND status = 'trialing' AND trial_end > :now AND trial_end <= :until"
-                    ),
-                    {"org": organization_id, "now": now, "until": now + within},
-                ).scalars()
+                    text(query + " RETURNING id, organization_id, trial_end"), params
+                ).all(),
+                key=lambda r: (r[2], str(r[0])),
             )
-            for sub_id in ids:
-                self._emit(
-                    conn,
-                    pending,
-                    SUBSCRIPTION_TOPIC,
-                    "subscription.trial_ending",
-                    str(sub_id),
-                    {"subscription_id": str(sub_id)},
-                )
+            self._emit_many(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                "subscription.trial_ending",
+                [
+                    (
+                        str(sub_id),
+                        {
+                            "subscription_id": str(sub_id),
+                            "organization_id": org,
+                            "trial_end": trial_end.isoformat(),
+                        },
+                    )
+                    for sub_id, org, trial_end in rows
+                ],
+            )
         self._run_hooks(pending)
-        return [uuid.UUID(str(i)) for i in ids]
+        return [uuid.UUID(str(r[0])) for r in rows]
 
     def subscription(self, subscription_id: uuid.UUID) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -793,14 +835,14 @@ class Billing:
             if not subs:
                 return []
             periods = {(s["current_period_start"], s["current_period_end"]) for s in subs}
-            usage: dict[tuple[uuid.UUID, str], Decimal] = {}
+            usage: dict[tuple[uuid.UUID, str], tuple[Decimal, int]] = {}
             for start, end in periods:
                 customers = [
                     s["customer_id"]
                     for s in subs
                     if (s["current_period_start"], s["current_period_end"]) == (start, end)
                 ]
-                usage.update(_usage_aggregates(conn, customers, start, end))
+                usage.update(_usage_totals(conn, customers, start, end))
             customer_ids = list({s["customer_id"] for s in subs})
             rates_of = _tax_rates_of(conn, customer_ids)
             discounts_of = _discounts_of(conn, customer_ids, at)
@@ -809,7 +851,7 @@ class Billing:
             credit_left: dict[uuid.UUID, Decimal] = {}
             plan_charges: dict[Any, list[tuple[dict[str, Any], Charge]]] = {}
             initial_credit = {s["customer_id"]: Decimal(s["credit_balance"]) for s in subs}
-            drafts: list[tuple[dict[str, Any], Any]] = []
+            drafts: list[tuple[dict[str, Any], Any, list[Any]]] = []
             for sub in subs:
                 lines: list[LineInput] = []
                 if sub["status"] != "trialing":
@@ -826,12 +868,10 @@ class Billing:
                         (pc, charge_from_json(pc["charge"])) for pc in sub["charges"]
                     ]
                 for pc, charge in plan_charges[sub["plan_id"]]:
-                    quantity = usage.get((sub["customer_id"], pc["metric"]), ZERO)
-                    amount = (
-                        price(charge, amount=quantity, transactions=0)
-                        if charge.model == "percentage"
-                        else price(charge, quantity)
-                    )
+                    quantity, events = usage.get((sub["customer_id"], pc["metric"]), (ZERO, 0))
+                    # a percentage charge (also nested in flat_usage) prices the summed
+                    # amount plus its fixed fee per usage event
+                    amount = price(charge, quantity, amount=quantity, transactions=events)
                     lines.append(
                         LineInput(pc.get("description") or pc["metric"], amount, "usage", quantity)
                     )
@@ -866,26 +906,21 @@ class Billing:
                     credit_balance=balance,
                 )
                 credit_left[sub["customer_id"]] = balance - totals.credits_applied
-                drafts.append((sub, totals))
+                drafts.append((sub, totals, [d["id"] for d in active]))
             numbers: list[str | None] = [None] * len(drafts)
             if finalize:
-                row = conn.execute(
-                    text(
-                        "UPDATE dictamesh_billing_organizations SET next_invoice_number = "
-                        "next_invoice_number + :n "
-                        "WHERE id = :org RETURNING next_invoice_number - :n, invoice_prefix"
-                    ),
-                    {"n": len(drafts), "org": organization_id},
-                ).one()
-                numbers = [f"{row[1]}-{int(row[0]) + i:06d}" for i in range(len(drafts))]
+                numbers = list(_next_invoice_numbers(conn, organization_id, len(drafts)))
             invoice_rows = []
             line_rows = []
-            for (sub, totals), number in zip(drafts, numbers, strict=True):
+            for (sub, totals, used_discounts), number in zip(drafts, numbers, strict=True):
                 invoice_id = uuid.uuid4()
                 status = "draft" if not finalize else ("paid" if totals.amount_due == 0 else "open")
+                # the discount ids let `finalize_invoice` use up a draft's discounts later
                 coupon_json = [
-                    {"code": code, "amount": str(amount)}
-                    for code, amount in zip(totals.coupons, totals.coupon_amounts, strict=True)
+                    {"code": code, "amount": str(amount), "discount_id": str(discount_id)}
+                    for code, amount, discount_id in zip(
+                        totals.coupons, totals.coupon_amounts, used_discounts, strict=True
+                    )
                 ]
                 breakdown = [t.to_json() for t in totals.tax_breakdown]
                 invoice_rows.append(
@@ -949,7 +984,8 @@ class Billing:
                         tuple(line.__dict__ for line in totals.lines),
                         totals.tax_inclusive,
                         tuple(breakdown),
-                        tuple(coupon_json),
+                        tuple({"code": c["code"], "amount": c["amount"]} for c in coupon_json),
+                        tuple(c["discount_id"] for c in coupon_json),
                     )
                 )
             _copy_rows(conn, "dictamesh_billing_invoices", INVOICE_COLUMNS, invoice_rows)
@@ -980,7 +1016,7 @@ class Billing:
                         ),
                         used,
                     )
-                self._advance_periods(conn, subs)
+                self._advance_periods(conn, subs, pending)
                 self._emit_many(
                     conn,
                     pending,
@@ -991,20 +1027,40 @@ class Billing:
         self._run_hooks(pending)
         return invoices
 
-    def _advance_periods(self, conn: Connection, subs: list[dict[str, Any]]) -> None:
+    def _advance_periods(
+        self,
+        conn: Connection,
+        subs: list[dict[str, Any]],
+        pending: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Move the subscriptions to their next period: trials become active, scheduled
+        cancellations take effect; ``subscription.activated`` / ``subscription.canceled`` go
+        through the outbox in one batch each."""
         ids, starts, ends, statuses, ended = [], [], [], [], []
+        activated: list[tuple[str, dict[str, Any]]] = []
+        canceled: list[tuple[str, dict[str, Any]]] = []
         for sub in subs:
             start = sub["current_period_end"]
             ending = sub["cancel_at_period_end"]
             ids.append(sub["id"])
             starts.append(start)
             ends.append(add_interval(start, sub["interval"]))
-            statuses.append(
+            status = (
                 "canceled"
                 if ending
                 else ("active" if sub["status"] == "trialing" else sub["status"])
             )
+            statuses.append(status)
             ended.append(start if ending else None)
+            data = {
+                "subscription_id": str(sub["id"]),
+                "organization_id": sub["organization_id"],
+                "at": start.isoformat(),
+            }
+            if status == "canceled":
+                canceled.append((str(sub["id"]), data | {"at_period_end": True}))
+            elif status == "active" and sub["status"] == "trialing":
+                activated.append((str(sub["id"]), data))
         conn.execute(
             text(
                 "UPDATE dictamesh_billing_subscriptions s SET current_period_start = u.start, "
@@ -1017,6 +1073,8 @@ class Billing:
             ),
             {"ids": ids, "starts": starts, "ends": ends, "statuses": statuses, "ended": ended},
         )
+        self._emit_many(conn, pending, SUBSCRIPTION_TOPIC, "subscription.activated", activated)
+        self._emit_many(conn, pending, SUBSCRIPTION_TOPIC, "subscription.canceled", canceled)
 
     def invoice(self, invoice_id: uuid.UUID) -> Invoice:
         with self.engine.connect() as conn:
@@ -1070,38 +1128,141 @@ class Billing:
         }
         return pl.DataFrame(rows, schema=schema, orient="row")
 
+    def finalize_invoice(self, invoice_id: uuid.UUID, *, at: datetime | None = None) -> Invoice:
+        """Issue a draft invoice, as `generate_invoices(finalize=True)` issues a new one.
+
+        It takes the organization's next sequential number, is issued at `at` and due 30 days
+        later (paid at once when nothing is due), uses up its ``once`` discounts, takes the
+        credits it applied from the customer's balance, moves the subscription past the invoiced
+        period when it is still in it, and emits ``invoice.issued``.
+        """
+        at = _utc(at)
+        pending: list[tuple[str, dict[str, Any]]] = []
+        with self.engine.begin() as conn:
+            invoice = _load_invoice(conn, invoice_id, lock=True)
+            invoice = self._finalize(conn, invoice, at, pending)
+        self._run_hooks(pending)
+        return invoice
+
+    def _finalize(
+        self,
+        conn: Connection,
+        invoice: Invoice,
+        at: datetime,
+        pending: list[tuple[str, dict[str, Any]]],
+    ) -> Invoice:
+        """`finalize_invoice` inside the caller's transaction (`invoice` loaded with its lock)."""
+        if invoice.status != "draft":
+            raise BillingInputError(
+                str(invoice.id),
+                "status",
+                invoice.status,
+                f"invoice {invoice.number or invoice.id} is not a draft",
+                remedy="only draft invoices are finalized; this one was issued already.",
+            )
+        # locks in the order generate_invoices takes them (subscription, discounts, organization,
+        # customer), so the two cannot deadlock
+        subs: list[dict[str, Any]] = []
+        if invoice.subscription_id is not None:
+            subs = [
+                dict(r._mapping)
+                for r in conn.execute(
+                    text(
+                        "SELECT s.*, p.interval FROM dictamesh_billing_subscriptions s JOIN "
+                        "dictamesh_billing_plans p ON p.id = s.plan_id WHERE s.id = :id AND "
+                        "s.current_period_start = :start AND s.status IN ('active', "
+                        "'past_due', 'trialing') FOR UPDATE OF s"
+                    ),
+                    {"id": invoice.subscription_id, "start": invoice.period_start},
+                )
+            ]
+        if invoice.discount_ids:
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_discounts SET times_applied = times_applied + 1 "
+                    "WHERE id = ANY(CAST(:ids AS uuid[]))"
+                ),
+                {"ids": list(invoice.discount_ids)},
+            )
+        (number,) = _next_invoice_numbers(conn, invoice.organization_id, 1)
+        status = "paid" if invoice.amount_due == 0 else "open"
+        conn.execute(
+            text(
+                "UPDATE dictamesh_billing_invoices SET number = :number, status = :status, "
+                "issued_at = :at, due_at = :due, paid_at = CASE WHEN :status = 'paid' THEN "
+                "CAST(:at AS timestamptz) ELSE paid_at END WHERE id = :id"
+            ),
+            {
+                "number": number,
+                "status": status,
+                "at": at,
+                "due": at + timedelta(days=30),
+                "id": invoice.id,
+            },
+        )
+        if invoice.credits_applied > 0:
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_customers SET credit_balance = "
+                    "greatest(credit_balance - :used, 0) WHERE id = :id"
+                ),
+                {"used": invoice.credits_applied, "id": invoice.customer_id},
+            )
+        if subs:  # still in the invoiced period: move it on, as generate_invoices does
+            self._advance_periods(conn, subs, pending)
+        issued = _load_invoice(conn, invoice.id)
+        self._emit_many(
+            conn,
+            pending,
+            INVOICE_TOPIC,
+            "invoice.issued",
+            [(str(issued.id), _invoice_event(issued))],
+        )
+        return issued
+
     def transition(
         self, invoice_id: uuid.UUID, status: str, *, at: datetime | None = None
     ) -> Invoice:
-        """Move an invoice along its lifecycle (void, uncollectible); invalid moves raise."""
+        """Move an invoice along its lifecycle; invalid moves raise.
+
+        ``open`` from ``draft`` issues the invoice (`finalize_invoice`); ``void``,
+        ``uncollectible`` and ``paid`` only change its status.
+        """
         at = _utc(at)
         pending: list[tuple[str, dict[str, Any]]] = []
         with self.engine.begin() as conn:
             invoice = _load_invoice(conn, invoice_id, lock=True)
             _check_transition(invoice, status)
-            conn.execute(
-                text(
-                    "UPDATE dictamesh_billing_invoices SET status = :status, "
-                    "voided_at = CASE WHEN :status = 'void' THEN CAST(:at AS timestamptz) ELSE "
-                    "voided_at END "
-                    "WHERE id = :id"
-                ),
-                {"status": status, "at": at, "id": invoice_id},
-            )
-            self._emit(
-                conn,
-                pending,
-                INVOICE_TOPIC,
-                f"invoice.{status}",
-                str(invoice_id),
-                _invoice_event(invoice) | {"status": status},
-            )
-            invoice = _load_invoice(conn, invoice_id)
+            if invoice.status == "draft":  # draft -> open is the only move from a draft
+                invoice = self._finalize(conn, invoice, at, pending)
+            else:
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_invoices SET status = :status, "
+                        "voided_at = CASE WHEN :status = 'void' THEN CAST(:at AS timestamptz) "
+                        "ELSE voided_at END "
+                        "WHERE id = :id"
+                    ),
+                    {"status": status, "at": at, "id": invoice_id},
+                )
+                self._emit(
+                    conn,
+                    pending,
+                    INVOICE_TOPIC,
+                    f"invoice.{status}",
+                    str(invoice_id),
+                    _invoice_event(invoice) | {"status": status},
+                )
+                invoice = _load_invoice(conn, invoice_id)
         self._run_hooks(pending)
         return invoice
 
     def credit_note(self, invoice_id: uuid.UUID, amount: Decimal, reason: str) -> None:
-        """Reduce what an open invoice asks for, or credit the customer for a paid one."""
+        """Reduce what an open invoice asks for, or credit the customer for a paid one.
+
+        An open invoice whose amount due falls to what was already paid becomes ``paid``
+        (``invoice.paid``), and a past-due subscription it belongs to becomes active again.
+        """
         if amount <= 0:
             raise BillingInputError(
                 str(invoice_id),
@@ -1138,14 +1299,26 @@ class Billing:
                     "reason": reason,
                 },
             )
+            settled = False
             if invoice.status == "open":
+                due = max(invoice.amount_due - amount, ZERO)
+                settled = due <= invoice.amount_paid
                 conn.execute(
                     text(
-                        "UPDATE dictamesh_billing_invoices SET amount_due = greatest(amount_due - "
-                        ":amount, 0) WHERE id = :id"
+                        "UPDATE dictamesh_billing_invoices SET amount_due = :due, "
+                        "status = CASE WHEN :settled THEN 'paid' ELSE status END, "
+                        "paid_at = CASE WHEN :settled THEN now() ELSE paid_at END WHERE id = :id"
                     ),
-                    {"amount": amount, "id": invoice_id},
+                    {"due": due, "settled": settled, "id": invoice_id},
                 )
+                if settled and invoice.subscription_id is not None:
+                    conn.execute(
+                        text(
+                            "UPDATE dictamesh_billing_subscriptions SET status = 'active', "
+                            "updated_at = now() WHERE id = :id AND status = 'past_due'"
+                        ),
+                        {"id": invoice.subscription_id},
+                    )
             else:
                 conn.execute(
                     text(
@@ -1162,6 +1335,15 @@ class Billing:
                 str(invoice_id),
                 {"invoice_id": str(invoice_id), "amount": amount, "reason": reason},
             )
+            if settled:  # nothing left to pay: the open invoice is paid
+                self._emit(
+                    conn,
+                    pending,
+                    INVOICE_TOPIC,
+                    "invoice.paid",
+                    str(invoice_id),
+                    _invoice_event(invoice) | {"status": "paid", "amount_due": due},
+                )
         self._run_hooks(pending)
 
     # -- payments ----------------------------------------------------------------------------------
@@ -1177,10 +1359,18 @@ class Billing:
         provider = provider or ManualProvider()
         pending: list[tuple[str, dict[str, Any]]] = []
         with self.engine.begin() as conn:
+            # the invoice lock first: a second request with the same key waits here, then finds
+            # the first one's payment instead of calling the provider again
+            invoice = _load_invoice(conn, invoice_id, lock=True)
             existing = _payment_by_key(conn, invoice_id, idempotency_key)
             if existing is not None:
                 return existing
-            invoice = _load_invoice(conn, invoice_id, lock=True)
+            if invoice.status not in ("open", "uncollectible"):
+                raise BillingError(
+                    f"Invoice {invoice.number or invoice_id} is {invoice.status} and cannot be "
+                    "paid.",
+                    remedy="only open or uncollectible invoices take payments.",
+                )
             outstanding = invoice.amount_due - invoice.amount_paid
             amount = outstanding if amount is None else amount
             if amount <= 0:
@@ -1190,12 +1380,6 @@ class Billing:
                     amount,
                     "must be positive",
                     remedy="pay a positive amount.",
-                )
-            if invoice.status not in ("open", "uncollectible"):
-                raise BillingError(
-                    f"Invoice {invoice.number or invoice_id} is {invoice.status} and cannot be "
-                    "paid.",
-                    remedy="only open or uncollectible invoices take payments.",
                 )
             result = provider.charge(invoice, amount, idempotency_key)
             payment = record_payment(
@@ -1224,10 +1408,10 @@ class Billing:
                     f"Payment {payment_id} is not a succeeded payment.",
                     remedy="refund a succeeded payment.",
                 )
+            invoice = _load_invoice(conn, original.invoice_id, lock=True)  # before the key
             existing = _payment_by_key(conn, original.invoice_id, idempotency_key)
             if existing is not None:
                 return existing
-            invoice = _load_invoice(conn, original.invoice_id, lock=True)
             amount = Decimal(original.amount) if amount is None else amount
             if not ZERO < amount <= Decimal(original.amount):
                 raise BillingInputError(
@@ -2337,6 +2521,14 @@ def _usage_aggregates(
     conn: Connection, customers: Iterable[uuid.UUID], start: datetime, end: datetime
 ) -> dict[tuple[uuid.UUID, str], Decimal]:
     """Every metric of the customers over ``[start, end)``, aggregated as the metric says."""
+    return {key: value for key, (value, _) in _usage_totals(conn, customers, start, end).items()}
+
+
+def _usage_totals(
+    conn: Connection, customers: Iterable[uuid.UUID], start: datetime, end: datetime
+) -> dict[tuple[uuid.UUID, str], tuple[Decimal, int]]:
+    """`_usage_aggregates` with the number of usage events (the transactions of a
+    ``percentage`` charge), in the same single query."""
     rows = conn.execute(
         text(
             "SELECT u.customer_id, u.metric_code, CASE m.aggregation "
@@ -2344,7 +2536,7 @@ def _usage_aggregates(
             "WHEN 'max' THEN coalesce(max(u.value), 0) "
             "WHEN 'unique_count' THEN count(DISTINCT u.properties ->> m.field_name)::numeric "
             "ELSE coalesce((array_agg(u.value ORDER BY u.occurred_at DESC, u.event_id DESC))[1], "
-            "0) END "
+            "0) END, count(*) "
             "FROM dictamesh_billing_usage_events u JOIN dictamesh_billing_metrics m "
             "ON m.organization_id = u.organization_id AND m.code = u.metric_code "
             "WHERE u.customer_id = ANY(:customers) AND u.occurred_at >= :start AND u.occurred_at < "
@@ -2353,7 +2545,7 @@ def _usage_aggregates(
         ),
         {"customers": list(customers), "start": start, "end": end},
     )
-    return {(uuid.UUID(str(r[0])), r[1]): Decimal(r[2]) for r in rows}
+    return {(uuid.UUID(str(r[0])), r[1]): (Decimal(r[2]), int(r[3])) for r in rows}
 
 
 def _load_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False) -> Invoice:
@@ -2405,8 +2597,33 @@ def _load_invoice(conn: Connection, invoice_id: uuid.UUID, *, lock: bool = False
         lines,
         m["tax_inclusive"],
         tuple(m["tax_breakdown"]),
-        tuple(c if isinstance(c, dict) else {"code": c, "amount": None} for c in m["coupons"]),
+        tuple(
+            {"code": c["code"], "amount": c.get("amount")}
+            if isinstance(c, dict)
+            else {"code": c, "amount": None}
+            for c in m["coupons"]
+        ),
+        tuple(
+            str(c["discount_id"])
+            for c in m["coupons"]
+            if isinstance(c, dict) and c.get("discount_id")
+        ),
     )
+
+
+def _next_invoice_numbers(conn: Connection, organization_id: str, count: int) -> list[str]:
+    """`count` sequential invoice numbers of the organization (its row stays locked to commit)."""
+    if count <= 0:
+        return []
+    row = conn.execute(
+        text(
+            "UPDATE dictamesh_billing_organizations SET next_invoice_number = "
+            "next_invoice_number + :n "
+            "WHERE id = :org RETURNING next_invoice_number - :n, invoice_prefix"
+        ),
+        {"n": count, "org": organization_id},
+    ).one()
+    return [f"{row[1]}-{int(row[0]) + i:06d}" for i in range(count)]
 
 
 def _check_transition(invoice: Invoice, status: str) -> None:
@@ -2462,7 +2679,24 @@ def record_payment(
     billing: Billing,
     pending: list[tuple[str, dict[str, Any]]],
 ) -> dict[str, Any]:
-    """Store a provider's answer about a payment and move the invoice and subscription on."""
+    """Store a provider's answer about a payment and move the invoice and subscription on.
+
+    Draft and void invoices take no payments (a draft is not issued yet, a void one is
+    cancelled): the caller's transaction is refused with a `BillingInputError`.
+    """
+    if invoice.status in ("draft", "void"):
+        raise BillingInputError(
+            key,
+            "status",
+            invoice.status,
+            f"invoice {invoice.number or invoice.id} is {invoice.status} and takes no payments",
+            remedy=(
+                "finalize the draft first (wb.billing.finalize_invoice)"
+                if invoice.status == "draft"
+                else "refund the payment with the provider; a void invoice cannot be paid"
+            )
+            + ".",
+        )
     row = conn.execute(
         text(
             "INSERT INTO dictamesh_billing_payments (organization_id, invoice_id, kind, provider, "
@@ -2521,12 +2755,31 @@ def record_payment(
             )
     else:
         if invoice.subscription_id is not None:
-            conn.execute(
+            overdue = conn.execute(
                 text(
                     "UPDATE dictamesh_billing_subscriptions SET status = 'past_due', updated_at = "
-                    "now() WHERE id = :id AND status IN ('active', 'trialing')"
+                    "now() WHERE id = :id AND status IN ('active', 'trialing') "
+                    "RETURNING id, organization_id"
                 ),
                 {"id": invoice.subscription_id},
+            ).all()
+            billing._emit_many(
+                conn,
+                pending,
+                SUBSCRIPTION_TOPIC,
+                "subscription.past_due",
+                [
+                    (
+                        str(sub_id),
+                        {
+                            "subscription_id": str(sub_id),
+                            "organization_id": org,
+                            "invoice_id": str(invoice.id),
+                            "reason": result.failure_reason,
+                        },
+                    )
+                    for sub_id, org in overdue
+                ],
             )
         billing._emit(
             conn,

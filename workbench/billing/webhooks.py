@@ -7,7 +7,9 @@ id is stored with its effect in one transaction: a second delivery changes nothi
 
 Handled types: ``payment_intent.succeeded`` and ``payment_intent.payment_failed`` (the invoice
 is named by ``data.object.metadata.invoice_id``; amounts are in minor units as Stripe sends them),
-``charge.refunded``. Other types are recorded and acknowledged.
+``charge.refunded``. Other types are recorded and acknowledged. A payment for a draft or void
+invoice is refused (`BillingInputError` on ``status``) and nothing of the delivery is stored, so
+the provider's retry meets the same answer.
 """
 
 from __future__ import annotations

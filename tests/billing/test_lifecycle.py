@@ -1,0 +1,207 @@
+"""Subscription and invoice lifecycle on the real embedded stack: pause and resume, uncollectible
+invoices, downgrades, plan versions, credit notes on open invoices."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from workbench.billing.errors import BillingError
+from workbench.billing.service import Billing, ManualProvider
+
+pytestmark = pytest.mark.stack
+D = Decimal
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def billing(workbench: Any) -> Billing:
+    b: Billing = workbench.billing
+    b.ensure_topics()
+    return b
+
+
+@pytest.fixture
+def org(billing: Billing) -> str:
+    name = f"org{uuid.uuid4().hex[:8]}"
+    billing.create_organization(name, "Acme", "EUR", invoice_prefix=name.upper())
+    billing.create_plan(name, "pro", "Pro", amount=D(100), currency="EUR")
+    billing.create_plan(name, "team", "Team", amount=D(300), currency="EUR")
+    billing.set_fx_rate("EUR", date(2026, 1, 1), D("1.10"))
+    return name
+
+
+def _events(billing: Billing) -> list[tuple[str, dict[str, Any]]]:
+    seen: list[tuple[str, dict[str, Any]]] = []
+    billing.on("*", lambda event_type, data: seen.append((event_type, data)))
+    return seen
+
+
+def test_pause_and_resume_churn_and_reactivate(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_p", "Paused", currency="EUR")
+    sub = billing.subscribe(org, "cus_p", "pro", at=T0)
+    seen = _events(billing)
+    paused_at, resumed_at = T0 + timedelta(days=10), T0 + timedelta(days=40)
+
+    billing.pause(sub, at=paused_at)
+    assert billing.subscription(sub)["status"] == "paused"
+    with pytest.raises(BillingError, match="cannot mark it paused"):
+        billing.pause(sub, at=paused_at)
+    # no invoices while paused
+    assert billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31)) == []
+
+    billing.resume(sub, at=resumed_at)
+    resumed = billing.subscription(sub)
+    assert resumed["status"] == "active"
+    assert (resumed["current_period_start"], resumed["current_period_end"]) == (
+        resumed_at,
+        datetime(2026, 12, 10, tzinfo=UTC),
+    )
+    with pytest.raises(BillingError, match="cannot resume it"):
+        billing.resume(sub, at=resumed_at)
+    assert [t for t, _ in seen if t.startswith("subscription.")] == [
+        "subscription.paused",
+        "subscription.resumed",
+    ]
+
+    history = billing.intervals(org)
+    assert [(r["valid_from"], r["valid_to"]) for r in history.iter_rows(named=True)] == [
+        (T0, paused_at),
+        (resumed_at, None),
+    ]
+    # ChartMogul: a paused subscription brings no MRR; the pause is churn, the resumption a
+    # reactivation (the customer paid before)
+    analysis = billing.analysis(organization_id=org, start=date(2026, 10, 1), end=date(2027, 1, 1))
+    moves = [
+        (r["date"], str(r["movement"]), r["amount"])
+        for r in analysis.movements.iter_rows(named=True)
+    ]
+    assert moves == [
+        (T0, "new", D("110.00")),
+        (paused_at, "churn", D("110.00")),
+        (resumed_at, "reactivation", D("110.00")),
+    ]
+    assert analysis.metrics["end_mrr"].to_list() == [D("0.00"), D("110.00"), D("110.00")]
+
+    # billing goes on from the resumption
+    invoice = billing.generate_invoices(
+        org, subscription_ids=[sub], at=datetime(2026, 12, 10, tzinfo=UTC)
+    )[0]
+    assert (invoice.period_start, invoice.amount_due) == (resumed_at, D("100.00"))
+
+
+def test_uncollectible_invoice_can_still_be_paid_or_voided(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_u", "Uncollectible", currency="EUR")
+    billing.create_customer(org, "cus_v", "Voided", currency="EUR")
+    first = billing.subscribe(org, "cus_u", "pro", at=T0)
+    second = billing.subscribe(org, "cus_v", "pro", at=T0)
+    invoices = billing.generate_invoices(
+        org, subscription_ids=[first, second], at=T0 + timedelta(days=31)
+    )
+    by_sub = {inv.subscription_id: inv for inv in invoices}
+    seen = _events(billing)
+
+    bad = billing.transition(by_sub[first].id, "uncollectible")
+    assert bad.status == "uncollectible"
+    assert ("invoice.uncollectible", str(bad.id)) in [(t, d["invoice_id"]) for t, d in seen]
+    with pytest.raises(BillingError, match="cannot become open"):
+        billing.transition(bad.id, "open")
+    billing.pay(bad.id, idempotency_key="late-payment")
+    paid = billing.invoice(bad.id)
+    assert (paid.status, paid.amount_paid) == ("paid", D("100.00"))
+
+    other = billing.transition(by_sub[second].id, "uncollectible")
+    assert billing.transition(other.id, "void").status == "void"
+    with pytest.raises(BillingError, match="cannot be paid"):
+        billing.pay(other.id, idempotency_key="too-late")
+
+
+def test_downgrade_credits_the_unused_time(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_d", "Downgrade", currency="EUR")
+    sub = billing.subscribe(org, "cus_d", "team", at=T0)
+    seen = _events(billing)
+    # after 10 of 31 days: credit 21/31 of 300, charge 21/31 of 100
+    lines = billing.change_plan(sub, "pro", at=T0 + timedelta(days=10))
+    assert lines == {"credit": D("-203.23"), "charge": D("67.74")}
+    assert lines["credit"] + lines["charge"] < 0
+    assert [(t, d["from"], d["to"]) for t, d in seen] == [
+        ("subscription.downgraded", "team", "pro")
+    ]
+
+    invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
+    assert [(line["kind"], line["amount"]) for line in invoice.lines] == [
+        ("subscription", D("100.00")),
+        ("proration", D("-203.23")),
+        ("proration", D("67.74")),
+    ]
+    assert invoice.subtotal == D("100.00") - D("203.23") + D("67.74")
+    assert billing.subscription(sub)["pending_items"] == []
+
+
+def test_plan_versions_keep_existing_prices(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_old", "Old", currency="EUR")
+    billing.create_customer(org, "cus_new", "New", currency="EUR")
+    old = billing.subscribe(org, "cus_old", "pro", at=T0)
+    assert billing.create_plan(org, "pro", "Pro 2027", amount=D(120), currency="EUR") == 2
+    new = billing.subscribe(org, "cus_new", "pro", at=T0)
+    invoices = billing.generate_invoices(
+        org, subscription_ids=[old, new], at=T0 + timedelta(days=31)
+    )
+    by_sub = {inv.subscription_id: inv for inv in invoices}
+    assert by_sub[old].subtotal == D("100.00")  # version 1
+    assert by_sub[new].subtotal == D("120.00")  # version 2
+    with billing.engine.connect() as conn:
+        from sqlalchemy import text
+
+        versions = dict(
+            conn.execute(
+                text(
+                    "SELECT s.id, p.version FROM dictamesh_billing_subscriptions s JOIN "
+                    "dictamesh_billing_plans p ON p.id = s.plan_id WHERE s.id IN (:a, :b)"
+                ),
+                {"a": old, "b": new},
+            ).all()
+        )
+    assert versions == {old: 1, new: 2}
+    amounts = {
+        r["subscription_id"]: r["amount"] for r in billing.intervals(org).iter_rows(named=True)
+    }
+    assert amounts == {str(old): 100.0, str(new): 120.0}
+
+
+def test_credit_note_on_an_open_invoice(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_c", "Credited", currency="EUR")
+    sub = billing.subscribe(org, "cus_c", "pro", at=T0)
+    invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
+    billing.pay(invoice.id, idempotency_key="decline", provider=ManualProvider(fail_with="no"))
+    assert billing.subscription(sub)["status"] == "past_due"
+    seen = _events(billing)
+
+    billing.credit_note(invoice.id, D(30), "outage")
+    reduced = billing.invoice(invoice.id)
+    assert (reduced.status, reduced.amount_due) == ("open", D("70.00"))
+    billing.pay(invoice.id, idempotency_key="part", amount=D(20))
+    assert billing.invoice(invoice.id).status == "open"
+
+    # the rest is credited: nothing left to pay, so the invoice is paid
+    billing.credit_note(invoice.id, D(50), "apology")
+    settled = billing.invoice(invoice.id)
+    assert (settled.status, settled.amount_due, settled.amount_paid) == (
+        "paid",
+        D("20.00"),
+        D("20.00"),
+    )
+    assert billing.subscription(sub)["status"] == "active"
+    assert [t for t, _ in seen if t.startswith("invoice.")] == [
+        "invoice.credit_note",
+        "invoice.credit_note",
+        "invoice.paid",
+    ]
+    listing = billing.invoices(org)
+    assert listing["paid_at"][0] is not None
+    with pytest.raises(BillingError, match="cannot be paid"):
+        billing.pay(invoice.id, idempotency_key="after")
