@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.billing.conftest import new_organization
 from workbench.billing.errors import BillingError, BillingInputError
 from workbench.billing.service import Billing
 from workbench.errors import UnknownNameError
@@ -19,21 +20,8 @@ T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def billing(workbench: Any) -> Billing:
-    b: Billing = workbench.billing
-    b.ensure_topics()
-    # the session's analytics (the Billing page reports in USD) need a rate for these EUR plans
-    b.set_fx_rate("EUR", date(2026, 1, 1), D("1.10"))
-    return b
-
-
-@pytest.fixture
 def org(billing: Billing) -> str:
-    name = f"org{uuid.uuid4().hex[:8]}"
-    billing.create_organization(name, "Acme", "EUR", invoice_prefix=name.upper())
-    billing.create_plan(name, "team", "Team", amount=D(300), currency="EUR")
-    billing.create_plan(name, "basic", "Basic", amount=D(100), currency="EUR")
-    return name
+    return new_organization(billing, {"team": 300, "basic": 100})
 
 
 def _bill_periods(billing: Billing, org: str, subs: list[uuid.UUID], periods: int) -> list[Any]:

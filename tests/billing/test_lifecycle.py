@@ -3,13 +3,13 @@ invoices, downgrades, plan versions, credit notes on open invoices."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from tests.billing.conftest import new_organization
 from workbench.billing.errors import BillingError
 from workbench.billing.service import Billing, ManualProvider
 
@@ -19,20 +19,8 @@ T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-def billing(workbench: Any) -> Billing:
-    b: Billing = workbench.billing
-    b.ensure_topics()
-    return b
-
-
-@pytest.fixture
 def org(billing: Billing) -> str:
-    name = f"org{uuid.uuid4().hex[:8]}"
-    billing.create_organization(name, "Acme", "EUR", invoice_prefix=name.upper())
-    billing.create_plan(name, "pro", "Pro", amount=D(100), currency="EUR")
-    billing.create_plan(name, "team", "Team", amount=D(300), currency="EUR")
-    billing.set_fx_rate("EUR", date(2026, 1, 1), D("1.10"))
-    return name
+    return new_organization(billing, {"pro": 100, "team": 300})
 
 
 def _events(billing: Billing) -> list[tuple[str, dict[str, Any]]]:

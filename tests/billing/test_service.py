@@ -42,13 +42,6 @@ def wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
 
 
 @pytest.fixture
-def billing(workbench: Any) -> Billing:
-    b: Billing = workbench.billing
-    b.ensure_topics()
-    return b
-
-
-@pytest.fixture
 def org(billing: Billing) -> str:
     name = f"org{uuid.uuid4().hex[:8]}"
     billing.create_organization(name, "Acme", "EUR", invoice_prefix=name.upper())

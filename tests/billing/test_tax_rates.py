@@ -6,9 +6,8 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
 
 import psycopg
 import pytest
@@ -16,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, inspect, text
 
+from tests.billing.conftest import new_organization
 from workbench import db
 from workbench.billing.errors import BillingInputError
 from workbench.billing.pricing import LineInput, TaxRate, invoice_totals
@@ -73,20 +73,8 @@ def test_bad_tax_rates() -> None:
 
 # -- the service -----------------------------------------------------------------------------------
 @pytest.fixture
-def billing(workbench: Any) -> Billing:
-    b: Billing = workbench.billing
-    b.ensure_topics()
-    # the session's analytics (the Billing page reports in USD) need a rate for these EUR plans
-    b.set_fx_rate("EUR", date(2026, 1, 1), D("1.10"))
-    return b
-
-
-@pytest.fixture
 def org(billing: Billing) -> str:
-    name = f"org{uuid.uuid4().hex[:8]}"
-    billing.create_organization(name, "Acme", "EUR", invoice_prefix=name.upper())
-    billing.create_plan(name, "basic", "Basic", amount=D(100), currency="EUR")
-    return name
+    return new_organization(billing, {"basic": 100})
 
 
 @pytest.mark.stack
