@@ -19,6 +19,7 @@ from workbench.billing import charts
 from workbench.billing.mrr import CHURN_RECOGNITION
 
 if TYPE_CHECKING:
+    from workbench.billing.service import Invoice
     from workbench.client import Workbench
 
 INVOICE_STATUSES = ["all", "draft", "open", "paid", "void", "uncollectible"]
@@ -59,6 +60,52 @@ def _kpis(metrics: pl.DataFrame) -> str:
         f"{pct(last['logo_churn_rate'])} · **NRR** {pct(last['nrr'])} · **GRR** "
         f"{pct(last['grr'])} · **ARPA** {last['arpa'] if last['arpa'] is not None else 'n/a'}"
     )
+
+
+def _invoice_detail(invoice: Invoice) -> str:
+    """The drill-down of one invoice: lines, the tax of each rate, the coupons, the totals."""
+    esc = html.escape
+    lines = "".join(
+        f"<tr><td>{esc(str(line['description']))}</td><td>{esc(str(line['kind']))}</td>"
+        f"<td>{line['quantity']}</td><td>{line['amount']}</td><td>{line['discount']}</td>"
+        f"<td>{line['tax']}</td><td>{line.get('tax_inclusive', 0)}</td></tr>"
+        for line in invoice.lines
+    )
+    parts = [
+        f"<h4>{esc(invoice.number or 'draft')} — {esc(invoice.status)}</h4>",
+        '<table class="dm-billing-lines"><tr><th>line</th><th>kind</th><th>qty</th>'
+        "<th>amount</th><th>discount</th><th>tax added</th><th>tax included</th></tr>"
+        f"{lines}</table>",
+    ]
+    if invoice.tax_breakdown:
+        taxes = "".join(
+            f"<tr><td>{esc(str(rate['display_name']))}</td>"
+            f"<td>{esc(str(rate['percentage']))} %</td>"
+            f"<td>{'inclusive' if rate['inclusive'] else 'exclusive'}</td>"
+            f"<td>{esc(str(rate['taxable_amount']))}</td><td>{esc(str(rate['amount']))}</td></tr>"
+            for rate in invoice.tax_breakdown
+        )
+        parts.append(
+            '<table class="dm-billing-tax"><tr><th>tax rate</th><th>rate</th><th>kind</th>'
+            f"<th>taxable amount</th><th>tax</th></tr>{taxes}</table>"
+        )
+    if invoice.coupons:
+        coupons = "".join(
+            f"<tr><td>{esc(str(coupon['code']))}</td>"
+            f"<td>{esc(str(coupon.get('amount') or ''))}</td></tr>"
+            for coupon in invoice.coupons
+        )
+        parts.append(
+            '<table class="dm-billing-coupons"><tr><th>coupon</th>'
+            f"<th>amount off ({esc(invoice.currency)})</th></tr>{coupons}</table>"
+        )
+    included = f", of which tax included {invoice.tax_inclusive}" if invoice.tax_inclusive else ""
+    parts.append(
+        f"<p>subtotal {invoice.subtotal}, discount {invoice.discount}, tax {invoice.tax}"
+        f"{included}, credits {invoice.credits_applied}, "
+        f"<b>due {invoice.amount_due} {esc(invoice.currency)}</b>, paid {invoice.amount_paid}</p>"
+    )
+    return "".join(parts)
 
 
 def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read top to bottom
@@ -161,20 +208,7 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
         if not rows or invoices.value is None or invoices.value.empty:
             return
         invoice_id = invoices.value.iloc[rows[0]]["id"]
-        invoice = billing.invoice(uuid.UUID(str(invoice_id)))
-        lines = "".join(
-            f"<tr><td>{html.escape(str(line['description']))}</td><td>{line['kind']}</td>"
-            f"<td>{line['quantity']}</td><td>{line['amount']}</td><td>{line['discount']}</td>"
-            f"<td>{line['tax']}</td></tr>"
-            for line in invoice.lines
-        )
-        detail.object = (
-            f"<h4>{html.escape(invoice.number or 'draft')} — {invoice.status}</h4>"
-            "<table><tr><th>line</th><th>kind</th><th>qty</th><th>amount</th><th>discount</th>"
-            f"<th>tax</th></tr>{lines}</table><p>subtotal {invoice.subtotal}, discount "
-            f"{invoice.discount}, tax {invoice.tax}, credits {invoice.credits_applied}, "
-            f"<b>due {invoice.amount_due} {invoice.currency}</b>, paid {invoice.amount_paid}</p>"
-        )
+        detail.object = _invoice_detail(billing.invoice(uuid.UUID(str(invoice_id))))
 
     for widget in (organization, currency, start, end, churn):
         widget.param.watch(refresh_analytics, "value")

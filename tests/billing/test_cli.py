@@ -292,3 +292,189 @@ def test_metrics_of_own_data_match_the_analysis(workbench: Any) -> None:
         "billing", "movements", "--start", "2026-01", "--end", "2026-04", "--org", org
     )
     assert movements.returncode == 0 and "cus_m" in movements.stdout and "new" in movements.stdout
+
+
+# -- coupons, discounts and tax rates --------------------------------------------------------------
+T0 = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+def _json(*args: str) -> Any:
+    """Run a command with `--format json`; it must succeed."""
+    result = run_cli(*args, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def _fails(*args: str, code: int = 1) -> str:
+    """Run a command that must fail with `code`, without a traceback; its stderr."""
+    result = run_cli(*args)
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    return " ".join(result.stderr.split())  # the error's line, unwrapped
+
+
+def _tax_org(workbench: Any) -> str:
+    billing = workbench.billing
+    org = f"txc{uuid.uuid4().hex[:8]}"  # sorts after the Billing page's organizations
+    billing.create_organization(org, "Tax CLI Co", "EUR", invoice_prefix=org.upper())
+    billing.create_plan(org, "basic", "Basic", amount=Decimal(100), currency="EUR")
+    return org
+
+
+@pytest.mark.stack
+def test_coupons_and_tax_rates_made_with_the_cli_reach_the_invoices(workbench: Any) -> None:
+    billing = workbench.billing
+    org = _tax_org(workbench)
+    ca = billing.create_customer(org, "cus_ca", "Canada", currency="EUR")
+    billing.create_customer(org, "cus_dk", "Denmark", currency="EUR")
+    sub_ca = billing.subscribe(org, "cus_ca", "basic", at=T0)
+    sub_dk = billing.subscribe(org, "cus_dk", "basic", at=T0)
+
+    tax = ("billing", "tax-rates")
+    [gst] = _json(*tax, "create", "--org", org, "--name", "GST", "--percentage", "5",
+                  "--jurisdiction", "Canada", "--country", "ca")  # fmt: skip
+    [pst] = _json(*tax, "create", "--org", org, "--name", "PST", "--percentage", "7")
+    [moms] = _json(*tax, "create", "--org", org, "--name", "MOMS", "--percentage", "25",
+                   "--inclusive", "--country", "DK")  # fmt: skip
+    assert (Decimal(gst["percentage"]), gst["inclusive"], gst["country"]) == (5, False, "CA")
+    assert (Decimal(moms["percentage"]), moms["inclusive"]) == (25, True)
+    assigned = _json(*tax, "assign", "--org", org, "--customer", "cus_ca", gst["id"], pst["id"])
+    assert [r["display_name"] for r in assigned] == ["GST", "PST"]
+    _json(*tax, "assign", "--org", org, "--customer", "cus_dk", moms["id"])
+    assert billing.tax_rates(org, customer_id=ca)["id"].to_list() == [gst["id"], pst["id"]]
+    listed = _json(*tax, "list", "--org", org, "--customer", "cus_dk")
+    assert [r["id"] for r in listed] == [moms["id"]]
+    table = run_cli(*tax, "list", "--org", org)
+    assert table.returncode == 0, table.stderr
+    moms_row = next(line for line in table.stdout.splitlines() if "MOMS" in line)
+    assert moms["id"] in moms_row and " 25 " in moms_row and "True" in moms_row
+
+    coupons = ("billing", "coupons")
+    [ten] = _json(*coupons, "create", "TEN", "--org", org, "--percent-off", "10",
+                  "--duration", "forever")  # fmt: skip
+    [q1] = _json(*coupons, "create", "Q1", "--org", org, "--amount-off", "5", "--currency", "EUR",
+                 "--duration", "repeating", "--months", "3", "--max-redemptions", "2",
+                 "--redeem-by", "2027-01-01", "--name", "Quarter one")  # fmt: skip
+    assert Decimal(ten["percent_off"]) == 10 and ten["amount_off"] is None
+    assert (q1["name"], q1["currency"], q1["duration_in_months"]) == ("Quarter one", "EUR", 3)
+    assert Decimal(q1["amount_off"]) == 5 and q1["percent_off"] is None
+    assert q1["redeem_by"] == "2027-01-01T00:00:00+00:00" and q1["max_redemptions"] == 2
+    assert [c["code"] for c in _json(*coupons, "list", "--org", org)] == ["TEN", "Q1"]
+    table = run_cli(*coupons, "list", "--org", org)
+    assert table.returncode == 0, table.stderr
+    q1_row = next(line for line in table.stdout.splitlines() if "Quarter one" in line)
+    assert " 5.00 " in q1_row and "repeating" in q1_row  # money without the column's padding
+
+    [on_ca] = _json(*coupons, "apply", "TEN", "--org", org, "--customer", "cus_ca",
+                    "--at", "2026-10-01")  # fmt: skip
+    [on_dk] = _json(*coupons, "apply", "Q1", "--org", org, "--subscription", str(sub_dk),
+                    "--at", "2026-10-01")  # fmt: skip
+    assert on_ca["subscription_id"] is None and on_ca["code"] == "TEN"
+    assert on_dk["subscription_id"] == str(sub_dk)
+    assert on_dk["ends_at"] == "2027-01-01T00:00:00+00:00"  # 3 months from the period start
+    discounts = _json("billing", "discounts", "list", "--org", org, "--customer", "cus_ca",
+                      "--at", "2026-10-15")  # fmt: skip
+    assert [(d["id"], d["code"], d["active"]) for d in discounts] == [(on_ca["id"], "TEN", True)]
+    assert billing.coupons(org)["times_redeemed"].to_list() == [1, 1]
+
+    issued = _json("billing", "invoices", "generate", "--org", org, "--at", "2026-11-01")
+    assert len(issued) == 2
+    shown = {}
+    for row in issued:
+        document = _json("billing", "invoices", "show", row["id"])
+        invoice = billing.invoice(uuid.UUID(row["id"]))
+        for name in ("subtotal", "discount", "tax", "tax_inclusive", "total", "amount_due"):
+            assert Decimal(document[name]) == getattr(invoice, name), name
+        assert document["tax_breakdown"] == list(invoice.tax_breakdown)
+        assert document["coupons"] == list(invoice.coupons)
+        assert [line["description"] for line in document["lines"]] == [
+            line["description"] for line in invoice.lines
+        ]
+        shown[invoice.subscription_id] = (document, invoice)
+
+    canada, invoice = shown[sub_ca]
+    assert [(t["display_name"], t["inclusive"]) for t in canada["tax_breakdown"]] == [
+        ("GST", False),
+        ("PST", False),
+    ]
+    assert sum(Decimal(t["amount"]) for t in canada["tax_breakdown"]) == invoice.tax > 0
+    assert [c["code"] for c in canada["coupons"]] == ["TEN"]
+    assert Decimal(canada["coupons"][0]["amount"]) == invoice.discount > 0
+    denmark, dk_invoice = shown[sub_dk]
+    [vat] = denmark["tax_breakdown"]
+    assert (vat["display_name"], vat["inclusive"]) == ("MOMS", True)
+    assert Decimal(vat["amount"]) == dk_invoice.tax_inclusive > 0 and dk_invoice.tax == 0
+    assert [(c["code"], Decimal(c["amount"])) for c in denmark["coupons"]] == [
+        ("Q1", dk_invoice.discount)
+    ]
+
+    human = run_cli("billing", "invoices", "show", str(invoice.id))
+    assert human.returncode == 0, human.stderr
+    for rate in invoice.tax_breakdown:
+        row = next(line for line in human.stdout.splitlines() if rate["display_name"] in line)
+        assert rate["taxable_amount"] in row and rate["amount"] in row and "exclusive" in row
+    coupon_row = next(line for line in human.stdout.splitlines() if "TEN" in line)
+    assert f"{invoice.coupons[0]['amount']} EUR" in coupon_row
+
+    removed = run_cli("billing", "discounts", "remove", on_ca["id"], "--at", "2026-11-15")
+    assert removed.returncode == 0 and on_ca["id"] in removed.stdout
+    assert billing.discounts(ca)["removed_at"].to_list() == [datetime(2026, 11, 15, tzinfo=UTC)]
+    assert "already removed" in _fails("billing", "discounts", "remove", on_ca["id"])
+
+    archived = run_cli(*tax, "archive", pst["id"])
+    assert archived.returncode == 0 and "archived" in archived.stdout
+    active = {r["display_name"]: r["active"] for r in _json(*tax, "list", "--org", org)}
+    assert active == {"GST": True, "PST": False, "MOMS": True}
+    refused = _fails(*tax, "assign", "--org", org, "--customer", "cus_dk", pst["id"])
+    assert "tax_rate_ids[0]" in refused and "is archived" in refused
+    cleared = run_cli(*tax, "assign", "--org", org, "--customer", "cus_ca")
+    assert cleared.returncode == 0 and "no tax rate" in cleared.stdout
+    assert billing.tax_rates(org, customer_id=ca).height == 0
+
+
+@pytest.mark.stack
+def test_bad_coupon_and_tax_input_names_the_field(workbench: Any) -> None:
+    billing = workbench.billing
+    org = _tax_org(workbench)
+    billing.create_customer(org, "cus_x", "X", currency="EUR")
+    billing.create_coupon(org, "WELCOME", percent_off=Decimal(10))
+    create = ("billing", "coupons", "create", "Q2", "--org", org)
+
+    no_months = _fails(*create, "--percent-off", "20", "--duration", "repeating")
+    assert "field 'duration_in_months' = None" in no_months and "(option --months)" in no_months
+    duration = _fails(*create, "--percent-off", "20", "--duration", "monthly")
+    assert "field 'duration' = 'monthly'" in duration and "once, repeating, forever" in duration
+    both = _fails(*create, "--percent-off", "20", "--amount-off", "5", "--currency", "EUR",
+                  "--duration", "once")  # fmt: skip
+    assert "field 'percent_off'" in both and "exactly one of" in both
+    assert "field 'percent_off' = 'ten': is not a number" in _fails(
+        *create, "--percent-off", "ten", "--duration", "once"
+    )
+    assert "field 'percent_off' = Decimal('120')" in _fails(
+        *create, "--percent-off", "120", "--duration", "once"
+    )
+    assert billing.coupons(org)["code"].to_list() == ["WELCOME"]  # nothing half-made
+
+    apply = ("billing", "coupons", "apply")
+    typo = _fails(*apply, "WELCOM", "--org", org, "--customer", "cus_x")
+    assert "Unknown coupon 'WELCOM'. Did you mean 'WELCOME'?" in typo
+    customer = _fails(*apply, "WELCOME", "--org", org, "--customer", "cus_y")
+    assert "field 'customer' = 'cus_y'" in customer
+    organization = _fails("billing", "coupons", "list", "--org", org + "x")
+    assert f"Unknown organization '{org}x'. Did you mean '{org}'?" in organization
+    assert "--subscription" in _fails(*apply, "WELCOME", "--org", org, code=2)
+    assert "field 'subscription_id' = 'sub-1'" in _fails(
+        *apply, "WELCOME", "--org", org, "--subscription", "sub-1"
+    )
+
+    tax = ("billing", "tax-rates")
+    rate = _fails(*tax, "create", "--org", org, "--name", "VAT", "--percentage", "120")
+    assert "field 'percentage' = Decimal('120')" in rate and "(option --percentage)" in rate
+    country = _fails(*tax, "create", "--org", org, "--name", "VAT", "--percentage", "19",
+                     "--country", "DEU")  # fmt: skip
+    assert "field 'country' = 'DEU'" in country
+    assert billing.tax_rates(org).height == 0
+    bad_id = _fails(*tax, "assign", "--org", org, "--customer", "cus_x", "not-an-id")
+    assert "Row tax_rate_ids[0], field 'tax_rate_id' = 'not-an-id'" in bad_id
+    assert "is not a tax rate" in _fails(*tax, "archive", str(uuid.uuid4()))
+    assert "field 'discount_id' = 'd-1'" in _fails("billing", "discounts", "remove", "d-1")

@@ -227,3 +227,22 @@ def test_a_trial_invoice_does_not_use_up_a_once_coupon(billing: Billing, org: st
     billing.cancel(sub, at=T0 + timedelta(days=100))
     with pytest.raises(BillingError, match="canceled"):
         billing.apply_coupon(sub, "HALF", at=T0 + timedelta(days=101))
+
+
+def test_unknown_organizations_and_out_of_range_limits_are_refused(
+    billing: Billing, org: str
+) -> None:
+    misspelt = org[:-1] + ("x" if org[-1] != "x" else "y")
+    with pytest.raises(UnknownNameError, match=f"Did you mean '{org}'"):
+        billing.create_coupon(misspelt, "WELCOME", percent_off=D(10))
+    with pytest.raises(UnknownNameError, match="organization"):
+        billing.create_tax_rate(misspelt, "VAT", D(19))
+    with pytest.raises(UnknownNameError, match="organization"):
+        billing.create_customer(misspelt, "c1", "C1", currency="EUR")
+    with pytest.raises(BillingInputError, match="duration_in_months"):
+        billing.create_coupon(
+            org, "FOREVERISH", percent_off=D(5), duration="repeating", duration_in_months=2**40
+        )
+    with pytest.raises(BillingInputError, match="max_redemptions"):
+        billing.create_coupon(org, "MANY", percent_off=D(5), max_redemptions=2**31)
+    assert billing.coupons(org).height == 0, "nothing was stored"

@@ -1,7 +1,9 @@
-"""The Billing page: built against real data, and driven in a real browser."""
+"""The Billing page: built against real data, and driven in a real browser; the invoice
+drill-down shows the tax of each rate and the coupons."""
 
 from __future__ import annotations
 
+import html
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,15 +24,24 @@ pytestmark = pytest.mark.stack
 
 
 def _seed(workbench: Any) -> str:
+    """Six customers, five invoiced; the first has two tax rates (one inclusive) and a coupon."""
     billing = workbench.billing
+    # the page reports every organization in USD: other tests' EUR plans need a rate
+    billing.set_fx_rate("EUR", date(2026, 1, 1), Decimal("1.10"))
     org = f"dash{uuid.uuid4().hex[:6]}"
     billing.create_organization(org, "Dashboard Co", "USD", invoice_prefix=org.upper())
     billing.create_plan(org, "basic", "Basic", amount=Decimal(50))
     billing.create_plan(org, "pro", "Pro", amount=Decimal(200))
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     start = (today - timedelta(days=200)).replace(day=1)
+    gst = billing.create_tax_rate(org, "GST <CA>", Decimal(5), country="CA")
+    qst = billing.create_tax_rate(org, "QST", Decimal("9.975"), inclusive=True, country="CA")
+    billing.create_coupon(org, "WELCOME", percent_off=Decimal(10), duration="forever")
     for i in range(6):
-        billing.create_customer(org, f"{org}-c{i}", f"Customer {i}")
+        customer = billing.create_customer(org, f"{org}-c{i}", f"Customer {i}")
+        if i == 0:
+            billing.set_tax_rates(customer, [gst, qst])
+            billing.apply_coupon(customer, "WELCOME", at=start)
         sub = billing.subscribe(
             org, f"{org}-c{i}", "basic" if i % 2 else "pro", at=start + timedelta(days=20 * i)
         )
@@ -54,6 +65,28 @@ def test_page_builds_with_charts_and_invoices(workbench: Any) -> None:
     assert "MRR" in joined
     invoices = next(o for o in objects if "dm-billing-invoices" in getattr(o, "css_classes", []))
     assert (invoices.value["customer"].str.startswith(org)).sum() == 5
+
+    # selecting the taxed invoice shows one row per tax rate and what the coupon took off
+    detail = next(
+        o for o in objects if "dm-billing-invoice-detail" in getattr(o, "css_classes", [])
+    )
+    position = list(invoices.value["customer"]).index(f"{org}-c0")
+    invoices.selection = [position]
+    invoice = workbench.billing.invoice(uuid.UUID(invoices.value["id"].iloc[position]))
+    assert len(invoice.tax_breakdown) == 2 and invoice.discount > 0
+    shown = detail.object
+    assert "GST &lt;CA&gt;" in shown and "<CA>" not in shown  # escaped like the rest
+    tax_table = shown.split('class="dm-billing-tax"')[1].split("</table>")[0]
+    for rate in invoice.tax_breakdown:
+        kind = "inclusive" if rate["inclusive"] else "exclusive"
+        assert (
+            f"{html.escape(rate['display_name'])}</td><td>{rate['percentage']} %</td>"
+            f"<td>{kind}</td><td>{rate['taxable_amount']}</td><td>{rate['amount']}</td>"
+        ) in tax_table
+    [coupon] = invoice.coupons
+    assert coupon["code"] == "WELCOME" and Decimal(coupon["amount"]) == invoice.discount
+    assert f"<td>WELCOME</td><td>{coupon['amount']}</td>" in shown
+    assert f"tax included {invoice.tax_inclusive}" in shown
 
 
 def test_charts_render_empty_and_small_inputs() -> None:
@@ -90,9 +123,24 @@ def test_billing_page_in_a_browser(
     rows = page.locator(".dm-billing-invoices .tabulator-row", has_text=org)
     rows.first.wait_for(timeout=30_000)
     assert rows.count() == 5
-    rows.first.click()
-    detail = page.locator(".dm-billing-invoice-detail table")
+    page.locator(".dm-billing-invoices .tabulator-row", has_text=f"{org}-c0").click()
+    detail = page.locator(".dm-billing-invoice-detail .dm-billing-lines")
     detail.wait_for(timeout=30_000)
     assert "subscription" in detail.inner_text()
+    taxes = page.locator(".dm-billing-invoice-detail .dm-billing-tax")
+    rows_of_tax = taxes.locator("tr")
+    assert rows_of_tax.count() == 3  # the header and the two rates
+    number = page.locator(".dm-billing-invoice-detail h4").inner_text().split(" ")[0]
+    invoice_id = next(
+        row["id"] for row in workbench.billing.invoices(org).to_dicts() if row["number"] == number
+    )
+    invoice = workbench.billing.invoice(uuid.UUID(invoice_id))
+    for position, rate in enumerate(invoice.tax_breakdown, start=1):
+        cells = rows_of_tax.nth(position).inner_text()
+        assert rate["display_name"] in cells  # "GST <CA>": shown as text, not parsed as a tag
+        assert rate["taxable_amount"] in cells and rate["amount"] in cells
+        assert ("inclusive" if rate["inclusive"] else "exclusive") in cells
+    coupons = page.locator(".dm-billing-invoice-detail .dm-billing-coupons").inner_text()
+    assert "WELCOME" in coupons and invoice.coupons[0]["amount"] in coupons
     page.screenshot(path=str(tmp_path) + "/billing.png", full_page=True)
     page.close()

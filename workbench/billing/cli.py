@@ -1,10 +1,13 @@
-"""`dictamesh billing ...`: SaaS metrics and MRR movements, invoices, FX rates.
+"""`dictamesh billing ...`: SaaS metrics and MRR movements, invoices, coupons and discounts,
+tax rates, FX rates.
 
 ``metrics`` and ``movements`` read the workbench's own subscriptions (``--org`` narrows them to
 one organization), or a subscription history imported from elsewhere (``--intervals FILE``, with
 ``--fx FILE`` for foreign currencies); both go through the same functions
 (`workbench.billing.saas_metrics` / `mrr_movements`). Every command prints a table, or JSON /
 CSV for scripts (``--format``); money is printed exactly (JSON carries it as strings).
+Customers are named by their external id (``--customer cus_1``) within ``--org``; coupons by
+their code; subscriptions, discounts, tax rates and invoices by their id.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from dataclasses import fields
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from workbench.cli_support import handles_errors, out
@@ -38,11 +42,25 @@ if TYPE_CHECKING:
 FORMATS = ("table", "json", "csv")
 
 billing_app = typer.Typer(
-    help="Billing: SaaS metrics and MRR movements, invoices, FX rates.", no_args_is_help=True
+    help="Billing: SaaS metrics and MRR movements, invoices, coupons, tax rates, FX rates.",
+    no_args_is_help=True,
 )
 invoices_app = typer.Typer(help="List, generate and show invoices.", no_args_is_help=True)
+coupons_app = typer.Typer(
+    help="Coupons (Stripe terms) and applying them to customers or subscriptions.",
+    no_args_is_help=True,
+)
+discounts_app = typer.Typer(
+    help="Discounts: coupons applied to a customer or a subscription.", no_args_is_help=True
+)
+tax_rates_app = typer.Typer(
+    help="Tax rates (inclusive or exclusive) and the customers' rates.", no_args_is_help=True
+)
 fx_app = typer.Typer(help="FX rates to the reporting currency.", no_args_is_help=True)
 billing_app.add_typer(invoices_app, name="invoices")
+billing_app.add_typer(coupons_app, name="coupons")
+billing_app.add_typer(discounts_app, name="discounts")
+billing_app.add_typer(tax_rates_app, name="tax-rates")
 billing_app.add_typer(fx_app, name="fx")
 
 Format = Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")]
@@ -78,6 +96,17 @@ Fx = Annotated[
     Path | None,
     typer.Option("--fx", help="FX table for --intervals: currency, date, rate_to_reporting."),
 ]
+Customer = Annotated[
+    str, typer.Option("--customer", metavar="EXTERNAL_ID", help="The customer's external id.")
+]
+MaybeCustomer = Annotated[
+    str | None,
+    typer.Option("--customer", metavar="EXTERNAL_ID", help="The customer's external id."),
+]
+At = Annotated[
+    str | None,
+    typer.Option("--at", help="When it takes effect (ISO 8601; default now, naive = UTC)."),
+]
 
 # The columns a terminal table shows; --format json/csv prints every column.
 METRIC_COLUMNS = (
@@ -110,6 +139,57 @@ INVOICE_COLUMNS = (
     "issued_at",
     "id",
 )
+COUPON_COLUMNS = (
+    "code",
+    "name",
+    "percent_off",
+    "amount_off",
+    "currency",
+    "duration",
+    "duration_in_months",
+    "max_redemptions",
+    "redeem_by",
+    "times_redeemed",
+)
+DISCOUNT_COLUMNS = (
+    "id",
+    "code",
+    "percent_off",
+    "amount_off",
+    "currency",
+    "duration",
+    "subscription_id",
+    "starts_at",
+    "ends_at",
+    "removed_at",
+    "times_applied",
+    "active",
+)
+TAX_RATE_COLUMNS = (
+    "id",
+    "display_name",
+    "percentage",
+    "inclusive",
+    "jurisdiction",
+    "country",
+    "active",
+)
+# Decimal columns that are not money: printed without padding to cents.
+PLAIN_NUMBERS = {"percent_off", "percentage", "quantity", "tax_rate"}
+# Invoice fields holding several entries: shown as tables of their own, not as summary rows.
+NESTED = ("lines", "tax_breakdown", "coupons")
+# Service fields of coupons and tax rates, and the options that set them.
+OPTIONS = {
+    "percent_off": "--percent-off",
+    "amount_off": "--amount-off",
+    "currency": "--currency",
+    "duration": "--duration",
+    "duration_in_months": "--months",
+    "max_redemptions": "--max-redemptions",
+    "redeem_by": "--redeem-by",
+    "percentage": "--percentage",
+    "country": "--country",
+}
 
 
 # -- plumbing -------------------------------------------------------------------------------------
@@ -143,16 +223,43 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _csv_value(value: Any) -> Any:
+    """A CSV cell: nested values (a tax breakdown, coupons) as JSON."""
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(_plain(value))
+    return _plain(value)
+
+
+def _float_text(name: str, value: float) -> str:
+    if name in RATIOS:
+        return f"{value:.1%}"
+    return f"{value:.2f}" if name == "quick_ratio" else str(value)
+
+
 def _cell(name: str, value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
-        if name in RATIOS:
-            return f"{value:.1%}"
-        return f"{value:.2f}" if name == "quick_ratio" else str(value)
+        return _float_text(name, value)
     if isinstance(value, datetime):
         return value.strftime("%Y-%m-%d %H:%M")
-    return str(value)
+    if isinstance(value, Decimal):
+        return _number_text(value, money=name not in PLAIN_NUMBERS)
+    if isinstance(value, list | tuple):
+        return ", ".join(_cell(name, v) for v in value)
+    return escape(str(value))  # names and descriptions are the users': no console markup
+
+
+def _number_text(value: Decimal, *, money: bool = True) -> str:
+    """`value` without the padding zeros of a NUMERIC(38, 6) column; money keeps two decimals."""
+    text = format(value, "f")
+    if not value.is_finite() or "." not in text:
+        return text
+    whole, fraction = text.split(".")
+    fraction = fraction.rstrip("0")
+    if money:
+        fraction = fraction.ljust(2, "0")
+    return f"{whole}.{fraction}" if fraction else whole
 
 
 def _write(text: str) -> None:
@@ -174,7 +281,7 @@ def _emit(
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=frame.columns, lineterminator="\n")
         writer.writeheader()
-        writer.writerows([{k: _plain(v) for k, v in row.items()} for row in rows])
+        writer.writerows([{k: _csv_value(v) for k, v in row.items()} for row in rows])
         _write(buffer.getvalue())
     elif not rows:
         out.print(empty, highlight=False)
@@ -216,19 +323,70 @@ def _instant(value: str | None, option: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
-def _invoice_id(value: str) -> uuid.UUID:
+def _id(value: str, field: str, listed_by: str, *, row: str | None = None) -> uuid.UUID:
+    """`value` as an id of `field` (``invoice_id``, ``tax_rate_id``...), listed by `listed_by`."""
     from workbench.billing.errors import BillingInputError
 
     try:
         return uuid.UUID(value)
     except ValueError:
+        noun = field.removesuffix("_id").replace("_", " ")
         raise BillingInputError(
+            value if row is None else row,
+            field,
             value,
-            "invoice_id",
-            value,
-            "is not an invoice id",
-            remedy="pass the id column of `dictamesh billing invoices list --org ORG`.",
+            f"is not {'an' if noun[0] in 'aeiou' else 'a'} {noun} id",
+            remedy=f"pass an id as `{listed_by}` shows it.",
         ) from None
+
+
+def _invoice_id(value: str) -> uuid.UUID:
+    return _id(value, "invoice_id", "dictamesh billing invoices list --org ORG")
+
+
+def _number(value: str, row: str, field: str, example: str) -> Decimal:
+    """`value` as an exact Decimal; a bad one names the row and the field."""
+    from workbench.billing.errors import BillingInputError
+
+    try:
+        number = Decimal(value.strip())
+    except InvalidOperation:
+        raise BillingInputError(
+            row, field, value, "is not a number", remedy=f"write it like {example}."
+        ) from None
+    if not number.is_finite():
+        raise BillingInputError(
+            row, field, value, "is not a finite number", remedy=f"write it like {example}."
+        )
+    return number
+
+
+@contextmanager
+def _options_named() -> Iterator[None]:
+    """A service error about a field also names the option that sets it (``--months``)."""
+    from workbench.billing.errors import BillingInputError
+
+    try:
+        yield
+    except BillingInputError as exc:
+        option = OPTIONS.get(exc.field)
+        if option is not None:
+            exc.remedy = f"{(exc.remedy or '').rstrip('.')} (option {option})."
+        raise
+
+
+def _organization(workbench: Workbench, org: str) -> None:
+    """Stop with a did-you-mean when `org` is not a billing organization."""
+    workbench.billing.require_organization(org)
+
+
+def _customer_id(workbench: Workbench, org: str, external_id: str) -> uuid.UUID:
+    """The id of the organization's customer `external_id` (the service's error when unknown)."""
+    from workbench.billing.service import Billing
+
+    _organization(workbench, org)
+    with workbench.billing.engine.connect() as conn:
+        return uuid.UUID(str(Billing._customer(conn, org, external_id)["id"]))
 
 
 def _located(exc: DictaMeshError, intervals: Path, fx: Path | None) -> DictaMeshError:
@@ -402,7 +560,8 @@ def invoices_show(
     invoice_id: Annotated[str, typer.Argument(metavar="INVOICE_ID", help="The invoice's id.")],
     fmt: Format = "table",
 ) -> None:
-    """One invoice: totals, line items and payments (CSV: the line items)."""
+    """One invoice: totals, line items, the tax of each tax rate, what each coupon took off,
+    and payments (CSV: the line items)."""
     import polars as pl
 
     _check_format(fmt)
@@ -410,23 +569,290 @@ def invoices_show(
     with _workbench() as workbench:
         invoice = workbench.billing.invoice(key)
         payments = workbench.billing.payments(key)
-    header = {f.name: getattr(invoice, f.name) for f in fields(invoice) if f.name != "lines"}
+    header = {f.name: getattr(invoice, f.name) for f in fields(invoice) if f.name not in NESTED}
     lines = [dict(line) for line in invoice.lines]
     if fmt == "json":
-        document = header | {"lines": lines, "payments": payments.to_dicts()}
+        document = header | {
+            "tax_breakdown": list(invoice.tax_breakdown),
+            "coupons": list(invoice.coupons),
+            "lines": lines,
+            "payments": payments.to_dicts(),
+        }
         _write(json.dumps(_plain(document), indent=2))
         return
     line_frame = pl.DataFrame(lines, infer_schema_length=None) if lines else pl.DataFrame()
     if fmt == "csv":
         _emit(line_frame, fmt)
         return
-    summary = Table("field", "value", title=f"Invoice {invoice.number or '(draft)'}")
+    summary = Table("field", "value", title=f"Invoice {escape(invoice.number or '(draft)')}")
     for name, value in header.items():
         summary.add_row(name, _cell(name, value))
     out.print(summary)
     _emit(line_frame, fmt, empty="No line items.")
+    if invoice.tax_breakdown:
+        taxes = Table("tax rate", "percentage", "kind", "taxable amount", "tax", title="Tax")
+        for rate in invoice.tax_breakdown:
+            taxes.add_row(
+                escape(str(rate["display_name"])),
+                f"{_number_text(Decimal(rate['percentage']), money=False)} %",
+                "inclusive" if rate["inclusive"] else "exclusive",
+                _cell("taxable_amount", Decimal(rate["taxable_amount"])),
+                _cell("amount", Decimal(rate["amount"])),
+            )
+        out.print(taxes)
+    if invoice.coupons:
+        coupons = Table("coupon", "amount off", title="Coupons")
+        for coupon in invoice.coupons:
+            amount = coupon.get("amount")
+            coupons.add_row(
+                escape(str(coupon["code"])),
+                "" if amount is None else f"{_cell('amount', Decimal(amount))} {invoice.currency}",
+            )
+        out.print(coupons)
     if payments.height:
         _emit(payments, fmt)
+
+
+# -- coupons and discounts ------------------------------------------------------------------------
+@coupons_app.command("create")
+@handles_errors
+def coupons_create(
+    code: Annotated[
+        str, typer.Argument(metavar="CODE", help="The coupon's code, unique in the organization.")
+    ],
+    org: Org,
+    duration: Annotated[
+        str, typer.Option("--duration", help="once, repeating (with --months) or forever.")
+    ],
+    percent_off: Annotated[
+        str | None, typer.Option("--percent-off", metavar="P", help="Percent off, in (0, 100].")
+    ] = None,
+    amount_off: Annotated[
+        str | None,
+        typer.Option("--amount-off", metavar="A", help="Amount off (with --currency)."),
+    ] = None,
+    currency: Annotated[
+        str | None, typer.Option("--currency", help="Currency of --amount-off (ISO 4217).")
+    ] = None,
+    months: Annotated[
+        int | None, typer.Option("--months", help="How many months a repeating coupon lasts.")
+    ] = None,
+    max_redemptions: Annotated[
+        int | None, typer.Option("--max-redemptions", help="How often it can be applied.")
+    ] = None,
+    redeem_by: Annotated[
+        str | None,
+        typer.Option("--redeem-by", help="Last time it can be applied (ISO 8601, naive = UTC)."),
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="A readable name (default: the code).")
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Create a coupon with Stripe's terms; its terms do not change once created."""
+    import polars as pl
+
+    _check_format(fmt)
+    until = _instant(redeem_by, "--redeem-by")
+    percent = None if percent_off is None else _number(percent_off, code, "percent_off", "10")
+    amount = None if amount_off is None else _number(amount_off, code, "amount_off", "25.00")
+    with _workbench() as workbench, _options_named():
+        _organization(workbench, org)
+        coupon_id = workbench.billing.create_coupon(
+            org,
+            code,
+            percent_off=percent,
+            amount_off=amount,
+            currency=currency,
+            duration=cast(Any, duration),  # the service names the field when it is not one
+            duration_in_months=months,
+            max_redemptions=max_redemptions,
+            redeem_by=until,
+            name=name,
+        )
+        frame = workbench.billing.coupons(org).filter(pl.col("id") == str(coupon_id))
+    _emit(frame, fmt, columns=COUPON_COLUMNS)
+
+
+@coupons_app.command("list")
+@handles_errors
+def coupons_list(org: Org, fmt: Format = "table") -> None:
+    """The organization's coupons with how often each was redeemed."""
+    _check_format(fmt)
+    with _workbench() as workbench:
+        _organization(workbench, org)
+        frame = workbench.billing.coupons(org)
+    _emit(frame, fmt, columns=COUPON_COLUMNS, empty=f"No coupon of {org!r}.")
+
+
+@coupons_app.command("apply")
+@handles_errors
+def coupons_apply(
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The coupon's code.")],
+    org: Org,
+    customer: MaybeCustomer = None,
+    subscription: Annotated[
+        str | None,
+        typer.Option("--subscription", metavar="ID", help="One subscription (its id)."),
+    ] = None,
+    at: At = None,
+    fmt: Format = "table",
+) -> None:
+    """Apply a coupon to a customer (all its subscriptions) or to one subscription; prints the
+    discount."""
+    import polars as pl
+
+    from workbench.billing.errors import BillingInputError
+
+    _check_format(fmt)
+    if (customer is None) == (subscription is None):
+        raise typer.BadParameter(
+            "give exactly one of --customer EXTERNAL_ID and --subscription ID",
+            param_hint="--customer / --subscription",
+        )
+    when = _instant(at, "--at")
+    with _workbench() as workbench:
+        billing = workbench.billing
+        if customer is not None:
+            customer_id = target = _customer_id(workbench, org, customer)
+        else:
+            target = _id(
+                subscription or "", "subscription_id", "dictamesh billing invoices show INVOICE_ID"
+            )
+            sub = billing.subscription(target)
+            if sub["organization_id"] != org:
+                raise BillingInputError(
+                    str(target),
+                    "subscription_id",
+                    str(target),
+                    f"is not a subscription of {org!r}",
+                    remedy="check --org and the subscription id.",
+                )
+            customer_id = uuid.UUID(str(sub["customer_id"]))
+        discount_id = billing.apply_coupon(target, code, at=when)
+        frame = billing.discounts(customer_id, at=when).filter(pl.col("id") == str(discount_id))
+    _emit(frame, fmt, columns=DISCOUNT_COLUMNS)
+
+
+@discounts_app.command("list")
+@handles_errors
+def discounts_list(org: Org, customer: Customer, at: At = None, fmt: Format = "table") -> None:
+    """The customer's discounts, removed and used-up ones too; `active` is as of --at."""
+    _check_format(fmt)
+    when = _instant(at, "--at")
+    with _workbench() as workbench:
+        frame = workbench.billing.discounts(_customer_id(workbench, org, customer), at=when)
+    _emit(frame, fmt, columns=DISCOUNT_COLUMNS, empty=f"No discount of {customer!r}.")
+
+
+@discounts_app.command("remove")
+@handles_errors
+def discounts_remove(
+    discount_id: Annotated[str, typer.Argument(metavar="DISCOUNT_ID", help="The discount's id.")],
+    at: At = None,
+) -> None:
+    """End a discount: invoices generated from --at on no longer get it."""
+    key = _id(
+        discount_id,
+        "discount_id",
+        "dictamesh billing discounts list --org ORG --customer EXTERNAL_ID",
+    )
+    when = _instant(at, "--at") or datetime.now(UTC)
+    with _workbench() as workbench:
+        workbench.billing.remove_discount(key, at=when)
+    out.print(f"Discount {key} removed from {when.isoformat()} on.", highlight=False)
+
+
+# -- tax rates ------------------------------------------------------------------------------------
+@tax_rates_app.command("create")
+@handles_errors
+def tax_rates_create(
+    org: Org,
+    name: Annotated[str, typer.Option("--name", help="Shown on invoices, e.g. 'VAT DE'.")],
+    percentage: Annotated[
+        str, typer.Option("--percentage", metavar="P", help="In percent, 0-100, e.g. 19 or 7.5.")
+    ],
+    inclusive: Annotated[
+        bool,
+        typer.Option("--inclusive", help="Contained in the prices (default: added on top)."),
+    ] = False,
+    jurisdiction: Annotated[
+        str | None, typer.Option("--jurisdiction", help="Where it applies, e.g. 'Ontario'.")
+    ] = None,
+    country: Annotated[
+        str | None,
+        typer.Option("--country", metavar="CC", help="ISO 3166 country code, e.g. DE."),
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Create a tax rate; give it to customers with `tax-rates assign`."""
+    import polars as pl
+
+    _check_format(fmt)
+    rate = _number(percentage, name, "percentage", "19 or 7.5")
+    with _workbench() as workbench, _options_named():
+        _organization(workbench, org)
+        rate_id = workbench.billing.create_tax_rate(
+            org, name, rate, inclusive=inclusive, jurisdiction=jurisdiction, country=country
+        )
+        frame = workbench.billing.tax_rates(org).filter(pl.col("id") == str(rate_id))
+    _emit(frame, fmt, columns=TAX_RATE_COLUMNS)
+
+
+@tax_rates_app.command("list")
+@handles_errors
+def tax_rates_list(org: Org, customer: MaybeCustomer = None, fmt: Format = "table") -> None:
+    """The organization's tax rates, or one customer's in the order they apply."""
+    _check_format(fmt)
+    with _workbench() as workbench:
+        if customer is None:
+            _organization(workbench, org)
+            frame = workbench.billing.tax_rates(org)
+        else:
+            customer_id = _customer_id(workbench, org, customer)
+            frame = workbench.billing.tax_rates(org, customer_id=customer_id)
+    owner = org if customer is None else customer
+    _emit(frame, fmt, columns=TAX_RATE_COLUMNS, empty=f"No tax rate of {owner!r}.")
+
+
+@tax_rates_app.command("assign")
+@handles_errors
+def tax_rates_assign(
+    org: Org,
+    customer: Customer,
+    rate_ids: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="RATE_ID", help="The customer's rates, in order; none clears them."),
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Replace the customer's tax rates (applied in this order to every invoice line)."""
+    _check_format(fmt)
+    listed_by = f"dictamesh billing tax-rates list --org {org}"
+    ids = [
+        _id(value, "tax_rate_id", listed_by, row=f"tax_rate_ids[{i}]")
+        for i, value in enumerate(rate_ids or [])
+    ]
+    with _workbench() as workbench:
+        customer_id = _customer_id(workbench, org, customer)
+        workbench.billing.set_tax_rates(customer_id, ids)
+        frame = workbench.billing.tax_rates(org, customer_id=customer_id)
+    _emit(frame, fmt, columns=TAX_RATE_COLUMNS, empty=f"{customer!r} has no tax rate now.")
+
+
+@tax_rates_app.command("archive")
+@handles_errors
+def tax_rates_archive(
+    rate_id: Annotated[str, typer.Argument(metavar="RATE_ID", help="The tax rate's id.")],
+) -> None:
+    """Archive a tax rate: it can no longer be assigned; customers who have it keep it."""
+    key = _id(rate_id, "tax_rate_id", "dictamesh billing tax-rates list --org ORG")
+    with _workbench() as workbench:
+        workbench.billing.archive_tax_rate(key)
+    out.print(
+        f"Tax rate {key} archived: no new customers get it; those who have it keep it.",
+        highlight=False,
+    )
 
 
 # -- FX -------------------------------------------------------------------------------------------
@@ -448,16 +874,7 @@ def fx_set(
         raise BillingInputError(
             where, "date", day, "is not a date", remedy="write it as YYYY-MM-DD."
         ) from None
-    try:
-        value = Decimal(rate)
-    except InvalidOperation:
-        raise BillingInputError(
-            where, "rate", rate, "is not a number", remedy="write it like 1.0842."
-        ) from None
-    if not value.is_finite():
-        raise BillingInputError(
-            where, "rate", rate, "is not a finite number", remedy="write it like 1.0842."
-        )
+    value = _number(rate, where, "rate", "1.0842")
     with _workbench() as workbench:
         workbench.billing.set_fx_rate(currency, on, value, reporting_currency=reporting)
     out.print(f"1 {currency} = {value} {reporting} from {on.isoformat()}", highlight=False)

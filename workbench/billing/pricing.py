@@ -398,22 +398,15 @@ class Coupon:
                 "is required for duration='repeating' and only then",
                 remedy="give duration_in_months with repeating, leave it out otherwise.",
             )
-        if self.duration_in_months is not None and self.duration_in_months <= 0:
-            raise BillingInputError(
-                self.code,
-                "duration_in_months",
-                self.duration_in_months,
-                "is not positive",
-                remedy="give a number of months >= 1.",
-            )
-        if self.max_redemptions is not None and self.max_redemptions <= 0:
-            raise BillingInputError(
-                self.code,
-                "max_redemptions",
-                self.max_redemptions,
-                "is not positive",
-                remedy="give a limit >= 1 or None for no limit.",
-            )
+        for field_name, limit, remedy in (
+            ("duration_in_months", 1200, "give a number of months from 1 to 1200."),
+            ("max_redemptions", 2**31 - 1, "give a limit >= 1, or None for no limit."),
+        ):
+            value = getattr(self, field_name)
+            if value is not None and not 1 <= value <= limit:
+                raise BillingInputError(
+                    self.code, field_name, value, f"is not between 1 and {limit}", remedy=remedy
+                )
 
 
 @dataclass(frozen=True)

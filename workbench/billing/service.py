@@ -295,6 +295,7 @@ class Billing:
         """
         _check_currency(currency, external_id)
         with self.engine.begin() as conn:
+            _require_organization(conn, organization_id)
             row = conn.execute(
                 text(
                     "INSERT INTO dictamesh_billing_customers (organization_id, external_id, name, "
@@ -340,6 +341,7 @@ class Billing:
                 remedy="name the event property whose distinct values are counted.",
             )
         with self.engine.begin() as conn:
+            _require_organization(conn, organization_id)
             conn.execute(
                 text(
                     "INSERT INTO dictamesh_billing_metrics (organization_id, code, name, "
@@ -383,6 +385,7 @@ class Billing:
         if amount < 0:
             raise BillingInputError(code, "amount", amount, "is negative", remedy="use >= 0.")
         with self.engine.begin() as conn:
+            _require_organization(conn, organization_id)
             known = set(
                 conn.execute(
                     text("SELECT code FROM dictamesh_billing_metrics WHERE organization_id = :org"),
@@ -1482,6 +1485,7 @@ class Billing:
             name or code,
         )
         with self.engine.begin() as conn:
+            _require_organization(conn, organization_id)
             row = conn.execute(
                 text(
                     "INSERT INTO dictamesh_billing_coupons (organization_id, code, name, "
@@ -1768,6 +1772,7 @@ class Billing:
                 remedy="use e.g. 'DE' or 'US', or leave it out.",
             )
         with self.engine.begin() as conn:
+            _require_organization(conn, organization_id)
             row = conn.execute(
                 text(
                     "INSERT INTO dictamesh_billing_tax_rates (organization_id, display_name, "
@@ -2077,6 +2082,11 @@ class Billing:
                 f"Subscription {sub['id']} is {sub['status']}; cannot {action}.",
                 remedy=f"this needs a subscription that is {' or '.join(sorted(allowed))}.",
             )
+
+    def require_organization(self, organization_id: str) -> None:
+        """Stop with a did-you-mean when `organization_id` is not a billing organization."""
+        with self.engine.connect() as conn:
+            _require_organization(conn, organization_id)
 
     @staticmethod
     def _customer(conn: Connection, organization_id: str, external_id: str) -> dict[str, Any]:
@@ -2421,6 +2431,12 @@ def _copy_rows(
     ):
         for row in rows:
             copy.write_row(row)
+
+
+def _require_organization(conn: Connection, organization_id: str) -> None:
+    known = list(conn.execute(text("SELECT id FROM dictamesh_billing_organizations")).scalars())
+    if organization_id not in known:
+        raise UnknownNameError("organization", organization_id, known)
 
 
 def _check_currency(currency: str, row: str) -> None:
