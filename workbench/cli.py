@@ -18,6 +18,7 @@ from workbench.search.cli import search_app
 from workbench.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from workbench.client import Workbench
     from workbench.stack import ComponentStatus, Stack
 
 
@@ -236,6 +237,7 @@ def consume(
             "the partitions are shared out between them.",
         ),
     ] = 1,
+    supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
 ) -> None:
     """Run every projector (consumer group) until SIGTERM or Ctrl-C."""
     from workbench.client import connect
@@ -243,10 +245,13 @@ def consume(
 
     workbench = connect(_settings())
     if processes > 1:
-        _supervise_consumers(sink or [], processes)
+        _supervise_consumers(workbench, sink or [], processes)
         return
     runners = build_runners(
-        workbench.endpoints, sink, batch_size=workbench.settings.consumer_batch_size
+        workbench.endpoints,
+        sink,
+        batch_size=workbench.settings.consumer_batch_size,
+        reset_empty_group=not supervised,  # the supervisor did it once for all its processes
     )
     if len(runners) == 1:
         runners[0].run()  # in the main thread: SIGTERM stops it cleanly
@@ -264,7 +269,7 @@ def consume(
     workers.stop()
 
 
-def _supervise_consumers(sinks: list[str], processes: int) -> None:
+def _supervise_consumers(workbench: Workbench, sinks: list[str], processes: int) -> None:
     """Start `processes` single-process consumers and stop them all on SIGTERM or Ctrl-C.
 
     One Python process applies a batch at a time; several share a group's partitions, so the
@@ -275,9 +280,17 @@ def _supervise_consumers(sinks: list[str], processes: int) -> None:
     import sys
     import threading
 
+    from workbench.events.consumer import forget_empty_group
+    from workbench.events.workers import discover_sinks
+
     command = [sys.executable, "-c", "from workbench.cli import main; main()", "consume"]
     for name in sinks:
         command += ["--sink", name]
+    command.append("--supervised")
+    found = discover_sinks()
+    for name in sinks or found:
+        if name in found:
+            forget_empty_group(workbench.endpoints.kafka_bootstrap, found[name]().group)
     children = [subprocess.Popen(command) for _ in range(processes)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

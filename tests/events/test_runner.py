@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -276,3 +277,51 @@ def test_a_sink_reporting_a_transient_error_is_retried_not_dropped(workbench: An
     deadline = time.monotonic() + 120
     runner.run(until=lambda: runner.applied > 0 or time.monotonic() > deadline)
     assert sink.failures == 0 and runner.applied > 0, "the runner gave up on a transient error"
+
+
+class _Recorder:
+    """A sink that only remembers which events it was given."""
+
+    topics = (topics.ENTITY_CREATED,)
+
+    def __init__(self, group: str) -> None:
+        self.group = group
+        self.seen: set[str] = set()
+
+    def prepare(self, consumed: Any) -> str:
+        return str(consumed.event.id)
+
+    def apply(self, conn: Any, batch: Any) -> None:
+        self.seen.update(event_id for _, event_id in batch)
+
+
+def test_a_consumer_started_after_a_group_of_two_stopped_gets_its_partitions(
+    workbench: Any,
+) -> None:
+    """The embedded broker once kept a departed member as the empty group's leader, so the
+    next consumer never got partitions; an empty group is now started afresh."""
+    group = f"regroup-{uuid.uuid4().hex[:8]}"
+    config = RunnerConfig(
+        bootstrap=workbench.endpoints.kafka_bootstrap, postgres_url=workbench.endpoints.postgres_url
+    )
+    pair = [ConsumerRunner(_Recorder(group), config) for _ in range(2)]
+    threads = [threading.Thread(target=runner.run, daemon=True) for runner in pair]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 120
+    while not all(runner.sink.seen for runner in pair):  # both own partitions
+        assert time.monotonic() < deadline, "the two consumers never shared the partitions"
+        for i in range(12):
+            workbench.catalog.register("regroup", "unit", "r", f"{group}-{i}-{time.monotonic()}")
+        time.sleep(0.5)
+    for runner in pair:
+        runner.stop()
+    for thread in threads:
+        thread.join(60)
+
+    handle = workbench.catalog.register("regroup", "unit", "r", f"{group}-after")
+    handle.delivered(30)
+    later = ConsumerRunner(_Recorder(group), config)
+    deadline = time.monotonic() + 60
+    later.run(until=lambda: handle.event.id in later.sink.seen or time.monotonic() > deadline)
+    assert handle.event.id in later.sink.seen, "the consumer started later never got its partitions"

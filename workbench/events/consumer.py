@@ -142,6 +142,9 @@ class RunnerConfig:
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
     max_backoff: float = 5.0
+    # Start an empty Kafka group afresh (see `forget_empty_group`); off for processes started
+    # together by one supervisor, which resets the group once before starting them.
+    reset_empty_group: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -156,6 +159,29 @@ def _transient(exc: BaseException) -> bool:
         | psycopg.errors.DeadlockDetected
         | psycopg.errors.AdminShutdown,
     )
+
+
+def forget_empty_group(bootstrap: str, group: str) -> None:
+    """Delete the Kafka group if it is empty, so the next member starts a fresh one.
+
+    The embedded broker can keep a departed member as an empty group's leader after a
+    multi-member group stops; a consumer joining later then never gets its partitions. An empty
+    group holds nothing the runners need (their offsets live in Postgres; Kafka only gets a
+    courtesy copy). Only an EMPTY group is deleted: the embedded broker lists no members even
+    for a stable group, so its state is what tells.
+    """
+    from confluent_kafka import ConsumerGroupState, KafkaException
+    from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    try:
+        described = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+        if described.state != ConsumerGroupState.EMPTY:
+            return
+        admin.delete_consumer_groups([group], request_timeout=10)[group].result()
+        log.debug("empty consumer group reset", group=group)
+    except KafkaException as exc:  # a broker without these APIs: join the group as it is
+        log.debug("consumer group not reset", group=group, error=str(exc)[:200])
 
 
 class ConsumerRunner(Generic[P]):
@@ -210,6 +236,8 @@ class ConsumerRunner(Generic[P]):
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, lambda *_: self.stop())
             signal.signal(signal.SIGINT, lambda *_: self.stop())
+        if self.config.reset_empty_group:
+            forget_empty_group(self.config.bootstrap, self.sink.group)
         self.consumer.subscribe(
             list(self.sink.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
