@@ -89,6 +89,44 @@ def test_page_builds_with_charts_and_invoices(workbench: Any) -> None:
     assert f"tax included {invoice.tax_inclusive}" in shown
 
 
+def _find(objects: list[Any], css_class: str) -> Any:
+    """The page component with `css_class`, wherever it sits in the layout."""
+    stack = list(objects)
+    while stack:
+        component = stack.pop()
+        if css_class in getattr(component, "css_classes", []):
+            return component
+        stack.extend(getattr(component, "objects", []))
+    raise AssertionError(f"no component with class {css_class!r}")
+
+
+def test_one_organization_top_customers_rates_and_invoice_filters(workbench: Any) -> None:
+    from workbench.dashboards.billing import PAGE
+
+    org = _seed(workbench)
+    objects = PAGE.build(workbench)
+    organization, _currency, start, end, _churn = objects[0]
+    organization.value = org
+
+    expected = workbench.billing.analysis(start=start.value, end=end.value, organization_id=org)
+    top = _find(objects, "dm-billing-top").value
+    assert top["customer_id"].tolist() == expected.customer_mrr(top=20)["customer_id"].to_list()
+    assert f"{org}-c2" not in top["customer_id"].tolist(), "a canceled customer brings no MRR"
+    assert list(top["mrr"]) == sorted(top["mrr"], reverse=True)
+    rates = _find(objects, "dm-billing-rates-pane").object
+    assert "<svg" in rates and all(name in rates for name in ("NRR", "GRR", "logo churn"))
+
+    invoices = _find(objects, "dm-billing-invoices")
+    status = next(o for o in objects[-3] if getattr(o, "name", "") == "Invoice status")
+    customer = next(o for o in objects[-3] if getattr(o, "name", "") == "Customer contains")
+    assert len(invoices.value) == 5
+    status.value = "void"
+    assert len(invoices.value) == 0
+    status.value = "open"
+    customer.value = f"{org}-c3"
+    assert invoices.value["customer"].tolist() == [f"{org}-c3"]
+
+
 def test_charts_render_empty_and_small_inputs() -> None:
     empty = analyse(
         {
