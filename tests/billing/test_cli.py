@@ -478,3 +478,25 @@ def test_bad_coupon_and_tax_input_names_the_field(workbench: Any) -> None:
     assert "Row tax_rate_ids[0], field 'tax_rate_id' = 'not-an-id'" in bad_id
     assert "is not a tax rate" in _fails(*tax, "archive", str(uuid.uuid4()))
     assert "field 'discount_id' = 'd-1'" in _fails("billing", "discounts", "remove", "d-1")
+
+
+def test_notify_trials_sends_each_trial_once(workbench: Any) -> None:
+    billing = workbench.billing
+    org = f"cli{uuid.uuid4().hex[:8]}"
+    billing.create_organization(org, "Trial Co", "EUR", invoice_prefix=org.upper())
+    billing.create_plan(org, "basic", "Basic", amount=Decimal("49.90"), currency="EUR")
+    billing.create_customer(org, "cus_soon", "Soon", currency="EUR")
+    billing.create_customer(org, "cus_later", "Later", currency="EUR")
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    soon = billing.subscribe(org, "cus_soon", "basic", at=start, trial_days=14)
+    billing.subscribe(org, "cus_later", "basic", at=start, trial_days=30)
+
+    args = ("billing", "notify-trials", "--org", org, "--at", "2026-10-12", "-f", "json")
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert [row["subscription_id"] for row in json.loads(first.stdout)] == [str(soon)]
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == [], "a trial is notified once"
+    bad = run_cli("billing", "notify-trials", "--org", org, "--within-days", "0")
+    assert bad.returncode == 1 and "within" in bad.stderr

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, cast
@@ -551,6 +551,35 @@ def invoices_generate(
         fmt,
         columns=("number", "status", "currency", "subtotal", "tax", "total", "amount_due", "id"),
         empty=f"No subscription of {org!r} to invoice.",
+    )
+
+
+@billing_app.command("notify-trials")
+@handles_errors
+def notify_trials(
+    org: MaybeOrg = None,
+    within_days: Annotated[
+        float, typer.Option("--within-days", help="Trials ending this many days ahead.")
+    ] = 3,
+    at: At = None,
+    fmt: Format = "table",
+) -> None:
+    """Send `subscription.trial_ending` (outbox and hooks) once for each trial ending soon;
+    run it on a schedule (cron, a systemd timer): a trial already notified is skipped."""
+    import polars as pl
+
+    _check_format(fmt)
+    when = _instant(at, "--at")
+    with _workbench() as workbench:
+        notified = workbench.billing.notify_trials_ending(
+            within=timedelta(days=within_days), at=when, organization_id=org
+        )
+    _emit(
+        pl.DataFrame(
+            {"subscription_id": [str(s) for s in notified]}, schema={"subscription_id": pl.String}
+        ),
+        fmt,
+        empty="No trial ends in that window that was not notified already.",
     )
 
 
