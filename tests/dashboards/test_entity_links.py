@@ -6,7 +6,6 @@ from urllib.parse import parse_qs, urlsplit
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from workbench.dashboards.catalog import entity_link, linked_entity
 
 identity_part = st.text(min_size=1, max_size=40).filter(lambda s: "\x00" not in s)
