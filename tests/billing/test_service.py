@@ -500,9 +500,9 @@ def test_trial_ending_is_notified_once(billing: Billing, org: str) -> None:
     assert outbox_types(billing, soon).count("subscription.trial_ending") == 1
     assert billing.subscription(soon)["trial_ending_notified_at"] == now
     # the other trial is notified when its own window comes
-    assert billing.notify_trials_ending(at=T0 + timedelta(days=28), within=timedelta(days=3)) == [
-        later
-    ]
+    assert billing.notify_trials_ending(
+        at=T0 + timedelta(days=28), within=timedelta(days=3), organization_id=org
+    ) == [later]
     assert notified == [str(soon), str(later)]
     with pytest.raises(BillingInputError, match="must be positive"):
         billing.notify_trials_ending(within=timedelta(0))
