@@ -18,6 +18,7 @@ from workbench.events import topics
 from workbench.events.consumer import ConsumerRunner, RunnerConfig
 from workbench.events.envelope import CloudEvent
 from workbench.events.producer import wait_for_all, wait_for_offset
+from workbench.observability import REGISTRY
 
 pytestmark = pytest.mark.stack
 
@@ -97,6 +98,38 @@ def test_duplicates_and_stale_versions_are_no_ops(workbench: Any, workers: Any) 
     assert history["version"].to_list() == [2, 3]
     assert json.loads(history["change_description"][0])["late"] is True
     assert history["trace_id"].to_list() == [None, "4bf92f3577b34da6a3ce929d0e0e4736"]
+
+
+def test_a_second_event_claiming_a_version_is_counted_and_not_applied(
+    workbench: Any, workers: Any
+) -> None:
+    system = f"unit-{_unique()}"
+    first = EntityChange(
+        domain="test", source_system=system, entity_type="widget", source_id="w", version=1
+    )
+    created = _event(first.model_copy(update={"attributes": {"v": "a"}}), topics.ENTITY_CREATED)
+    rival = _event(first.model_copy(update={"attributes": {"v": "b"}}), topics.ENTITY_UPDATED)
+
+    def conflicts() -> float:
+        value = REGISTRY.get_sample_value(
+            "dictamesh_catalog_version_conflicts_total",
+            {"group": GROUP, "source_system": system},
+        )
+        return value or 0.0
+
+    producer = workbench.producer
+    # Created and updated travel on different topics: either may arrive first.
+    wait_for_all([producer.publish(topics.ENTITY_CREATED, created)])
+    wait_for_all(
+        [
+            producer.publish(topics.ENTITY_UPDATED, rival),
+            producer.publish(topics.ENTITY_CREATED, created),  # a re-delivery is no conflict
+        ]
+    )
+    history = workbench.catalog.history(system, "widget", "w")
+    assert history["version"].to_list() == [1]
+    assert workbench.catalog.get(system, "widget", "w").attributes == {"v": "a"}
+    assert conflicts() == 1
 
 
 def test_deletes_are_soft_and_keep_history(workbench: Any, workers: Any) -> None:

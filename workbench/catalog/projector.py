@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import psycopg
+from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
@@ -28,8 +29,16 @@ from workbench.catalog.model import (
 from workbench.events import topics
 from workbench.events.consumer import ConsumedEvent
 from workbench.events.envelope import InvalidEventError
+from workbench.observability import REGISTRY, get_logger
 
+log = get_logger(__name__)
 GROUP = "dictamesh.catalog-projector"
+VERSION_CONFLICTS = Counter(
+    "dictamesh_catalog_version_conflicts_total",
+    "Entity events that claimed a version the catalog already holds with other content.",
+    ["group", "source_system"],
+    registry=REGISTRY,
+)
 _STATE_FIELDS = ("domain", "display_name", "attributes", "owners", "tags", "version", "is_deleted")
 
 
@@ -348,6 +357,10 @@ class CatalogProjector:
             # Replays (a restart, a reset offset) arrive as versions already in the history:
             # one query finds them, and only versions never seen take the slower late path.
             logged = _logged_versions(conn, [(e, s["version"]) for _, e, s in plan.late])
+            for consumed, entity, state in plan.late:
+                kept = logged.get((entity, state["version"]))
+                if kept is not None:
+                    self._report_conflict(consumed, entity, state, kept)
             plan.late = [item for item in plan.late if (item[1], item[2]["version"]) not in logged]
             plan.late_edges = [
                 item for item in plan.late_edges if (item[0], item[1].version) not in logged
@@ -364,6 +377,36 @@ class CatalogProjector:
                 "WHERE from_entity_id = %s AND NOT is_deleted",
                 [(at, entity) for entity, at in plan.retired],
             )
+
+    def _report_conflict(
+        self,
+        consumed: ConsumedEvent,
+        entity: uuid.UUID,
+        state: dict[str, Any],
+        kept: tuple[str, str, Any],
+    ) -> None:
+        """Two different events claiming one version: the first applied stays, the other is named.
+
+        Which one arrives first can depend on the topic each travels on, so a producer must give
+        every change its own, higher version; a re-delivery of the same event is no conflict.
+        """
+        event = consumed.event
+        kept_source, kept_id, kept_state = kept
+        if (kept_source, kept_id) == (event.source, event.id) or kept_state == _jsonable(state):
+            return
+        change = EntityChange.model_validate(event.data)
+        VERSION_CONFLICTS.labels(self.group, change.source_system).inc()
+        log.warning(
+            "version conflict: event not applied",
+            entity=change.ref.key,
+            version=state["version"],
+            event_id=event.id,
+            kept_event_id=kept_id,
+            topic=consumed.topic,
+            partition=consumed.partition,
+            offset=consumed.offset,
+            fix="publish every change with a higher version than the last",
+        )
 
     def _record_late(
         self,
@@ -416,15 +459,18 @@ class CatalogProjector:
 
 def _logged_versions(
     conn: psycopg.Connection[Any], versions: list[tuple[uuid.UUID, int]]
-) -> set[tuple[uuid.UUID, int]]:
-    """Which of these (entity, version) pairs the event log already holds."""
+) -> dict[tuple[uuid.UUID, int], tuple[str, str, Any]]:
+    """The event (source, id, after state) the log holds for each of these entity versions."""
     rows = conn.execute(
-        "SELECT entity_id, entity_version FROM dictamesh_event_log "
-        "WHERE (entity_id, entity_version) IN "
+        "SELECT entity_id, entity_version, event_source, event_id, after_state "
+        "FROM dictamesh_event_log WHERE (entity_id, entity_version) IN "
         "(SELECT * FROM unnest(%s::uuid[], %s::bigint[]))",
         ([entity for entity, _ in versions], [version for _, version in versions]),
     ).fetchall()
-    return {(entity, int(version)) for entity, version in rows}
+    return {
+        (entity, int(version)): (source, event_id, after)
+        for entity, version, source, event_id, after in rows
+    }
 
 
 def _log_event(
