@@ -196,7 +196,12 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
             billing.invoices(o, status=None if status.value == "all" else status.value)
             for o in (_organizations(workbench)[1:] if org == "all" else [org])
         ]
-        frame = pl.concat(frames) if frames else pl.DataFrame()
+        # newest first across organizations too
+        frame = (
+            pl.concat(frames).sort("created_at", descending=True, maintain_order=True)
+            if frames
+            else pl.DataFrame()
+        )
         text = customer_filter.value.strip()
         if text and frame.height:
             frame = frame.filter(pl.col("customer").str.contains(text, literal=True))

@@ -23,6 +23,11 @@ __all__ = ["browser", "server"]
 pytestmark = pytest.mark.stack
 
 
+# One per live subscription, and three for the one canceled 80 days in: the time it served (two
+# months and a prorated part) is invoiced when it is canceled.
+SEEDED_INVOICES = 5 + 3
+
+
 def _seed(workbench: Any) -> str:
     """Six customers, five invoiced; the first has two tax rates (one inclusive) and a coupon."""
     billing = workbench.billing
@@ -64,7 +69,7 @@ def test_page_builds_with_charts_and_invoices(workbench: Any) -> None:
     assert "dm-billing-cohorts" in joined
     assert "MRR" in joined
     invoices = next(o for o in objects if "dm-billing-invoices" in getattr(o, "css_classes", []))
-    assert (invoices.value["customer"].str.startswith(org)).sum() == 5
+    assert (invoices.value["customer"].str.startswith(org)).sum() == SEEDED_INVOICES
 
     # selecting the taxed invoice shows one row per tax rate and what the coupon took off
     detail = next(
@@ -119,7 +124,7 @@ def test_one_organization_top_customers_rates_and_invoice_filters(workbench: Any
     invoices = _find(objects, "dm-billing-invoices")
     status = next(o for o in objects[-3] if getattr(o, "name", "") == "Invoice status")
     customer = next(o for o in objects[-3] if getattr(o, "name", "") == "Customer contains")
-    assert len(invoices.value) == 5
+    assert len(invoices.value) == SEEDED_INVOICES
     status.value = "void"
     assert len(invoices.value) == 0
     status.value = "open"
@@ -160,7 +165,7 @@ def test_billing_page_in_a_browser(
     assert "MRR" in kpis.first.inner_text()
     rows = page.locator(".dm-billing-invoices .tabulator-row", has_text=org)
     rows.first.wait_for(timeout=30_000)
-    assert rows.count() == 5
+    assert rows.count() == SEEDED_INVOICES
     page.locator(".dm-billing-invoices .tabulator-row", has_text=f"{org}-c0").click()
     detail = page.locator(".dm-billing-invoice-detail .dm-billing-lines")
     detail.wait_for(timeout=30_000)

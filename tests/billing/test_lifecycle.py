@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import polars as pl
 import pytest
 
 from tests.billing.conftest import new_organization
@@ -37,6 +38,14 @@ def test_pause_and_resume_churn_and_reactivate(billing: Billing, org: str) -> No
 
     billing.pause(sub, at=paused_at)
     assert billing.subscription(sub)["status"] == "paused"
+    # the ten days served are invoiced at once: 10/31 of the month, to the second
+    [served] = billing.invoices(org).filter(pl.col("customer") == "cus_p").to_dicts()
+    assert (served["period_start"], served["period_end"]) == (T0, paused_at)
+    assert served["amount_due"] == D("32.26")
+    assert [(t, d.get("subscription_id")) for t, d in seen] == [
+        ("invoice.issued", str(sub)),
+        ("subscription.paused", str(sub)),
+    ]
     with pytest.raises(BillingError, match="cannot mark it paused"):
         billing.pause(sub, at=paused_at)
     # no invoices while paused
@@ -80,6 +89,31 @@ def test_pause_and_resume_churn_and_reactivate(billing: Billing, org: str) -> No
         org, subscription_ids=[sub], at=datetime(2026, 12, 10, tzinfo=UTC)
     )[0]
     assert (invoice.period_start, invoice.amount_due) == (resumed_at, D("100.00"))
+
+
+def test_canceling_now_invoices_the_time_served(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_c", "Canceled", currency="EUR")
+    billing.create_customer(org, "cus_e", "Ends later", currency="EUR")
+    now, later = (billing.subscribe(org, c, "pro", at=T0) for c in ("cus_c", "cus_e"))
+    november = datetime(2026, 11, 1, tzinfo=UTC)
+    billing.generate_invoices(org, subscription_ids=[now, later], at=november)
+    seen = _events(billing)
+
+    billing.cancel(now, at=datetime(2026, 11, 16, tzinfo=UTC))  # 15 of November's 30 days
+    billing.cancel(later, at=datetime(2026, 11, 16, tzinfo=UTC), at_period_end=True)
+    final = billing.invoices(org).filter(pl.col("period_start") == november).to_dicts()
+    assert [(i["customer"], i["amount_due"]) for i in final] == [("cus_c", D("50.00"))]
+    assert [t for t, _ in seen] == [
+        "invoice.issued",
+        "subscription.canceled",
+        "subscription.cancel_scheduled",
+    ]
+    assert billing.generate_invoices(org, subscription_ids=[now], at=november) == []
+    # the subscription canceled at period end is invoiced in full when its period ends
+    [last] = billing.generate_invoices(
+        org, subscription_ids=[later], at=datetime(2026, 12, 1, tzinfo=UTC)
+    )
+    assert last.amount_due == D("100.00")
 
 
 def test_uncollectible_invoice_can_still_be_paid_or_voided(billing: Billing, org: str) -> None:

@@ -34,6 +34,7 @@ from workbench.billing.pricing import (
     charge_to_json,
     invoice_totals,
     price,
+    prorate,
     proration_for_change,
     round_money,
 )
@@ -624,6 +625,7 @@ class Billing:
                 self._close_intervals(conn, subscription_id, ends, scheduled=at)
                 event = "subscription.cancel_scheduled"
             else:
+                self._invoice_served_time(conn, sub, at, pending)
                 conn.execute(
                     text(
                         "UPDATE dictamesh_billing_subscriptions SET status = 'canceled', ended_at "
@@ -649,9 +651,39 @@ class Billing:
         self._run_hooks(pending)
 
     def pause(self, subscription_id: uuid.UUID, *, at: datetime | None = None) -> None:
-        """Pause collection: no MRR and no invoices until `resume`."""
+        """Pause collection: no MRR and no invoices until `resume`.
+
+        The time served since the last invoice is invoiced at once (the fee prorated to the
+        second, the usage until `at`), so nothing goes unbilled however long the pause lasts.
+        """
         at = _utc(at)
         self._set_status(subscription_id, "paused", {"active", "past_due"}, at, close=True)
+
+    def _invoice_served_time(
+        self,
+        conn: Connection,
+        sub: dict[str, Any],
+        at: datetime,
+        pending: list[tuple[str, dict[str, Any]]],
+    ) -> None:
+        """Invoice every period, or part of one, the subscription served before `at`."""
+        if sub["status"] not in {"active", "past_due"}:
+            return
+        start = sub["current_period_start"]
+        while start < at:
+            if at < sub["current_period_end"]:
+                conn.execute(
+                    text(
+                        "UPDATE dictamesh_billing_subscriptions SET current_period_end = :at "
+                        "WHERE id = :id"
+                    ),
+                    {"at": at, "id": sub["id"]},
+                )
+            self._invoice_periods(
+                conn, sub["organization_id"], [sub["id"]], finalize=True, at=at, pending=pending
+            )
+            sub = self._subscription(conn, sub["id"], lock=True)
+            start = sub["current_period_start"]
 
     def resume(self, subscription_id: uuid.UUID, *, at: datetime | None = None) -> None:
         at = _utc(at)
@@ -798,7 +830,7 @@ class Billing:
         return aggregates.get((customer_id, metric_code), ZERO)
 
     # -- invoices ----------------------------------------------------------------------------------
-    def generate_invoices(  # noqa: PLR0912, PLR0915 - one transaction, read top to bottom
+    def generate_invoices(
         self,
         organization_id: str,
         *,
@@ -815,219 +847,235 @@ class Billing:
         """
         at = _utc(at)
         pending: list[tuple[str, dict[str, Any]]] = []
-        invoices: list[Invoice] = []
         with self.engine.begin() as conn:
-            query = (
-                "SELECT s.*, p.code AS plan_code, p.name AS plan_name, p.amount AS plan_amount, "
-                "p.currency, p.interval, p.charges, c.credit_balance, c.external_id "
-                "FROM dictamesh_billing_subscriptions s JOIN dictamesh_billing_plans p ON p.id = "
-                "s.plan_id "
-                "JOIN dictamesh_billing_customers c ON c.id = s.customer_id "
-                "WHERE s.organization_id = :org AND s.status IN ('active', 'past_due', 'trialing') "
+            invoices = self._invoice_periods(
+                conn, organization_id, subscription_ids, finalize=finalize, at=at, pending=pending
             )
-            params: dict[str, Any] = {"org": organization_id}
-            if subscription_ids is not None:
-                query += "AND s.id = ANY(:ids) "
-                params["ids"] = list(subscription_ids)
-            subs = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    text(query + "ORDER BY s.created_at, s.id FOR UPDATE OF s"), params
+        self._run_hooks(pending)
+        return invoices
+
+    def _invoice_periods(  # noqa: PLR0912, PLR0915 - one transaction, read top to bottom
+        self,
+        conn: Connection,
+        organization_id: str,
+        subscription_ids: Sequence[uuid.UUID] | None,
+        *,
+        finalize: bool,
+        at: datetime,
+        pending: list[tuple[str, dict[str, Any]]],
+    ) -> list[Invoice]:
+        """`generate_invoices` inside the caller's transaction; events are added to `pending`."""
+        invoices: list[Invoice] = []
+        query = (
+            "SELECT s.*, p.code AS plan_code, p.name AS plan_name, p.amount AS plan_amount, "
+            "p.currency, p.interval, p.charges, c.credit_balance, c.external_id "
+            "FROM dictamesh_billing_subscriptions s JOIN dictamesh_billing_plans p ON p.id = "
+            "s.plan_id "
+            "JOIN dictamesh_billing_customers c ON c.id = s.customer_id "
+            "WHERE s.organization_id = :org AND s.status IN ('active', 'past_due', 'trialing') "
+        )
+        params: dict[str, Any] = {"org": organization_id}
+        if subscription_ids is not None:
+            query += "AND s.id = ANY(:ids) "
+            params["ids"] = list(subscription_ids)
+        subs = [
+            dict(r._mapping)
+            for r in conn.execute(
+                text(query + "ORDER BY s.created_at, s.id FOR UPDATE OF s"), params
+            )
+        ]
+        if not subs:
+            return []
+        periods = {(s["current_period_start"], s["current_period_end"]) for s in subs}
+        usage: dict[tuple[uuid.UUID, str], tuple[Decimal, int]] = {}
+        for start, end in periods:
+            customers = [
+                s["customer_id"]
+                for s in subs
+                if (s["current_period_start"], s["current_period_end"]) == (start, end)
+            ]
+            usage.update(_usage_totals(conn, customers, start, end))
+        customer_ids = list({s["customer_id"] for s in subs})
+        rates_of = _tax_rates_of(conn, customer_ids)
+        discounts_of = _discounts_of(conn, customer_ids, at)
+        once_used: set[Any] = set()
+        applied: list[Any] = []
+        credit_left: dict[uuid.UUID, Decimal] = {}
+        plan_charges: dict[Any, list[tuple[dict[str, Any], Charge]]] = {}
+        initial_credit = {s["customer_id"]: Decimal(s["credit_balance"]) for s in subs}
+        drafts: list[tuple[dict[str, Any], Any, list[Any]]] = []
+        for sub in subs:
+            lines: list[LineInput] = []
+            if sub["status"] != "trialing":
+                fee = max(Decimal(sub["plan_amount"]) - Decimal(sub["discount_amount"]), ZERO)
+                description = f"{sub['plan_name']} ({sub['interval']}ly)"
+                start, end = sub["current_period_start"], sub["current_period_end"]
+                full_end = add_interval(start, sub["interval"])
+                if end < full_end:  # a period cut short by a pause or a cancellation
+                    fee = prorate(fee, start, full_end, start, end)
+                    description += f", prorated to {end:%Y-%m-%d %H:%M} UTC"
+                lines.append(LineInput(description, fee, "subscription"))
+            if sub["plan_id"] not in plan_charges:
+                plan_charges[sub["plan_id"]] = [
+                    (pc, charge_from_json(pc["charge"])) for pc in sub["charges"]
+                ]
+            for pc, charge in plan_charges[sub["plan_id"]]:
+                quantity, events = usage.get((sub["customer_id"], pc["metric"]), (ZERO, 0))
+                # a percentage charge (also nested in flat_usage) prices the summed
+                # amount plus its fixed fee per usage event
+                amount = price(charge, quantity, amount=quantity, transactions=events)
+                lines.append(
+                    LineInput(pc.get("description") or pc["metric"], amount, "usage", quantity)
+                )
+            for item in sub["pending_items"]:
+                lines.append(
+                    LineInput(
+                        item["description"],
+                        Decimal(item["amount"]),
+                        item.get("kind", "proration"),
+                        discountable=False,
+                    )
+                )
+            has_base = any(
+                line.discountable and round_money(line.amount, sub["currency"]) > 0
+                for line in lines
+            )
+            active = [
+                d
+                for d in discounts_of.get(sub["customer_id"], ())
+                if _discount_covers(d, sub, has_base, once_used)
+            ]
+            for d in active:
+                applied.append(d["id"])
+                if d["duration"] == "once":
+                    once_used.add(d["id"])
+            balance = credit_left.setdefault(sub["customer_id"], Decimal(sub["credit_balance"]))
+            totals = invoice_totals(
+                lines,
+                sub["currency"],
+                coupons=[d["coupon"] for d in active],
+                tax_rates=rates_of.get(sub["customer_id"], ()),
+                credit_balance=balance,
+            )
+            credit_left[sub["customer_id"]] = balance - totals.credits_applied
+            drafts.append((sub, totals, [d["id"] for d in active]))
+        numbers: list[str | None] = [None] * len(drafts)
+        if finalize:
+            numbers = list(_next_invoice_numbers(conn, organization_id, len(drafts)))
+        invoice_rows = []
+        line_rows = []
+        for (sub, totals, used_discounts), number in zip(drafts, numbers, strict=True):
+            invoice_id = uuid.uuid4()
+            status = "draft" if not finalize else ("paid" if totals.amount_due == 0 else "open")
+            # the discount ids let `finalize_invoice` use up a draft's discounts later
+            coupon_json = [
+                {"code": code, "amount": str(amount), "discount_id": str(discount_id)}
+                for code, amount, discount_id in zip(
+                    totals.coupons, totals.coupon_amounts, used_discounts, strict=True
                 )
             ]
-            if not subs:
-                return []
-            periods = {(s["current_period_start"], s["current_period_end"]) for s in subs}
-            usage: dict[tuple[uuid.UUID, str], tuple[Decimal, int]] = {}
-            for start, end in periods:
-                customers = [
-                    s["customer_id"]
-                    for s in subs
-                    if (s["current_period_start"], s["current_period_end"]) == (start, end)
-                ]
-                usage.update(_usage_totals(conn, customers, start, end))
-            customer_ids = list({s["customer_id"] for s in subs})
-            rates_of = _tax_rates_of(conn, customer_ids)
-            discounts_of = _discounts_of(conn, customer_ids, at)
-            once_used: set[Any] = set()
-            applied: list[Any] = []
-            credit_left: dict[uuid.UUID, Decimal] = {}
-            plan_charges: dict[Any, list[tuple[dict[str, Any], Charge]]] = {}
-            initial_credit = {s["customer_id"]: Decimal(s["credit_balance"]) for s in subs}
-            drafts: list[tuple[dict[str, Any], Any, list[Any]]] = []
-            for sub in subs:
-                lines: list[LineInput] = []
-                if sub["status"] != "trialing":
-                    fee = Decimal(sub["plan_amount"]) - Decimal(sub["discount_amount"])
-                    lines.append(
-                        LineInput(
-                            f"{sub['plan_name']} ({sub['interval']}ly)",
-                            max(fee, ZERO),
-                            "subscription",
-                        )
-                    )
-                if sub["plan_id"] not in plan_charges:
-                    plan_charges[sub["plan_id"]] = [
-                        (pc, charge_from_json(pc["charge"])) for pc in sub["charges"]
-                    ]
-                for pc, charge in plan_charges[sub["plan_id"]]:
-                    quantity, events = usage.get((sub["customer_id"], pc["metric"]), (ZERO, 0))
-                    # a percentage charge (also nested in flat_usage) prices the summed
-                    # amount plus its fixed fee per usage event
-                    amount = price(charge, quantity, amount=quantity, transactions=events)
-                    lines.append(
-                        LineInput(pc.get("description") or pc["metric"], amount, "usage", quantity)
-                    )
-                for item in sub["pending_items"]:
-                    lines.append(
-                        LineInput(
-                            item["description"],
-                            Decimal(item["amount"]),
-                            item.get("kind", "proration"),
-                            discountable=False,
-                        )
-                    )
-                has_base = any(
-                    line.discountable and round_money(line.amount, sub["currency"]) > 0
-                    for line in lines
+            breakdown = [t.to_json() for t in totals.tax_breakdown]
+            invoice_rows.append(
+                (
+                    invoice_id,
+                    organization_id,
+                    sub["customer_id"],
+                    sub["id"],
+                    number,
+                    status,
+                    totals.currency,
+                    sub["current_period_start"],
+                    sub["current_period_end"],
+                    totals.subtotal,
+                    totals.discount,
+                    totals.tax,
+                    totals.total,
+                    totals.credits_applied,
+                    totals.amount_due,
+                    orjson.dumps(coupon_json).decode(),
+                    totals.tax_inclusive,
+                    orjson.dumps(breakdown).decode(),
+                    at if finalize else None,
+                    at + timedelta(days=30) if finalize else None,
+                    at if status == "paid" else None,
                 )
-                active = [
-                    d
-                    for d in discounts_of.get(sub["customer_id"], ())
-                    if _discount_covers(d, sub, has_base, once_used)
-                ]
-                for d in active:
-                    applied.append(d["id"])
-                    if d["duration"] == "once":
-                        once_used.add(d["id"])
-                balance = credit_left.setdefault(sub["customer_id"], Decimal(sub["credit_balance"]))
-                totals = invoice_totals(
-                    lines,
-                    sub["currency"],
-                    coupons=[d["coupon"] for d in active],
-                    tax_rates=rates_of.get(sub["customer_id"], ()),
-                    credit_balance=balance,
-                )
-                credit_left[sub["customer_id"]] = balance - totals.credits_applied
-                drafts.append((sub, totals, [d["id"] for d in active]))
-            numbers: list[str | None] = [None] * len(drafts)
-            if finalize:
-                numbers = list(_next_invoice_numbers(conn, organization_id, len(drafts)))
-            invoice_rows = []
-            line_rows = []
-            for (sub, totals, used_discounts), number in zip(drafts, numbers, strict=True):
-                invoice_id = uuid.uuid4()
-                status = "draft" if not finalize else ("paid" if totals.amount_due == 0 else "open")
-                # the discount ids let `finalize_invoice` use up a draft's discounts later
-                coupon_json = [
-                    {"code": code, "amount": str(amount), "discount_id": str(discount_id)}
-                    for code, amount, discount_id in zip(
-                        totals.coupons, totals.coupon_amounts, used_discounts, strict=True
-                    )
-                ]
-                breakdown = [t.to_json() for t in totals.tax_breakdown]
-                invoice_rows.append(
+            )
+            for position, line in enumerate(totals.lines):
+                line_rows.append(
                     (
                         invoice_id,
-                        organization_id,
-                        sub["customer_id"],
-                        sub["id"],
-                        number,
-                        status,
-                        totals.currency,
-                        sub["current_period_start"],
-                        sub["current_period_end"],
-                        totals.subtotal,
-                        totals.discount,
-                        totals.tax,
-                        totals.total,
-                        totals.credits_applied,
-                        totals.amount_due,
-                        orjson.dumps(coupon_json).decode(),
-                        totals.tax_inclusive,
-                        orjson.dumps(breakdown).decode(),
-                        at if finalize else None,
-                        at + timedelta(days=30) if finalize else None,
-                        at if status == "paid" else None,
+                        position,
+                        line.description,
+                        line.kind,
+                        line.quantity,
+                        line.amount,
+                        line.discount,
+                        line.tax_rate,
+                        line.tax,
+                        line.tax_inclusive,
                     )
                 )
-                for position, line in enumerate(totals.lines):
-                    line_rows.append(
-                        (
-                            invoice_id,
-                            position,
-                            line.description,
-                            line.kind,
-                            line.quantity,
-                            line.amount,
-                            line.discount,
-                            line.tax_rate,
-                            line.tax,
-                            line.tax_inclusive,
-                        )
-                    )
-                invoices.append(
-                    Invoice(
-                        invoice_id,
-                        organization_id,
-                        sub["customer_id"],
-                        sub["id"],
-                        number,
-                        status,
-                        totals.currency,
-                        sub["current_period_start"],
-                        sub["current_period_end"],
-                        totals.subtotal,
-                        totals.discount,
-                        totals.tax,
-                        totals.total,
-                        totals.credits_applied,
-                        totals.amount_due,
-                        ZERO,
-                        tuple(line.__dict__ for line in totals.lines),
-                        totals.tax_inclusive,
-                        tuple(breakdown),
-                        tuple({"code": c["code"], "amount": c["amount"]} for c in coupon_json),
-                        tuple(c["discount_id"] for c in coupon_json),
-                    )
+            invoices.append(
+                Invoice(
+                    invoice_id,
+                    organization_id,
+                    sub["customer_id"],
+                    sub["id"],
+                    number,
+                    status,
+                    totals.currency,
+                    sub["current_period_start"],
+                    sub["current_period_end"],
+                    totals.subtotal,
+                    totals.discount,
+                    totals.tax,
+                    totals.total,
+                    totals.credits_applied,
+                    totals.amount_due,
+                    ZERO,
+                    tuple(line.__dict__ for line in totals.lines),
+                    totals.tax_inclusive,
+                    tuple(breakdown),
+                    tuple({"code": c["code"], "amount": c["amount"]} for c in coupon_json),
+                    tuple(c["discount_id"] for c in coupon_json),
                 )
-            _copy_rows(conn, "dictamesh_billing_invoices", INVOICE_COLUMNS, invoice_rows)
-            _copy_rows(conn, "dictamesh_billing_invoice_lines", LINE_COLUMNS, line_rows)
-            if finalize and applied:
-                counts: dict[Any, int] = defaultdict(int)
-                for discount_id in applied:
-                    counts[discount_id] += 1
+            )
+        _copy_rows(conn, "dictamesh_billing_invoices", INVOICE_COLUMNS, invoice_rows)
+        _copy_rows(conn, "dictamesh_billing_invoice_lines", LINE_COLUMNS, line_rows)
+        if finalize and applied:
+            counts: dict[Any, int] = defaultdict(int)
+            for discount_id in applied:
+                counts[discount_id] += 1
+            conn.execute(
+                text(
+                    "UPDATE dictamesh_billing_discounts d SET times_applied = times_applied + "
+                    "u.n FROM unnest(CAST(:ids AS uuid[]), CAST(:ns AS int[])) AS u(id, n) "
+                    "WHERE d.id = u.id"
+                ),
+                {"ids": list(counts), "ns": list(counts.values())},
+            )
+        if finalize:
+            used = [
+                {"id": customer, "balance": balance}
+                for customer, balance in credit_left.items()
+                if balance != initial_credit[customer]
+            ]
+            if used:
                 conn.execute(
                     text(
-                        "UPDATE dictamesh_billing_discounts d SET times_applied = times_applied + "
-                        "u.n FROM unnest(CAST(:ids AS uuid[]), CAST(:ns AS int[])) AS u(id, n) "
-                        "WHERE d.id = u.id"
+                        "UPDATE dictamesh_billing_customers SET credit_balance = :balance "
+                        "WHERE id = :id"
                     ),
-                    {"ids": list(counts), "ns": list(counts.values())},
+                    used,
                 )
-            if finalize:
-                used = [
-                    {"id": customer, "balance": balance}
-                    for customer, balance in credit_left.items()
-                    if balance != initial_credit[customer]
-                ]
-                if used:
-                    conn.execute(
-                        text(
-                            "UPDATE dictamesh_billing_customers SET credit_balance = :balance "
-                            "WHERE id = :id"
-                        ),
-                        used,
-                    )
-                self._advance_periods(conn, subs, pending)
-                self._emit_many(
-                    conn,
-                    pending,
-                    INVOICE_TOPIC,
-                    "invoice.issued",
-                    [(str(invoice.id), _invoice_event(invoice)) for invoice in invoices],
-                )
-        self._run_hooks(pending)
+            self._advance_periods(conn, subs, pending)
+            self._emit_many(
+                conn,
+                pending,
+                INVOICE_TOPIC,
+                "invoice.issued",
+                [(str(invoice.id), _invoice_event(invoice)) for invoice in invoices],
+            )
         return invoices
 
     def _advance_periods(
@@ -1089,7 +1137,8 @@ class Billing:
             "SELECT i.number, i.status, c.external_id AS customer, i.currency, i.subtotal, "
             "i.discount, "
             "i.tax, i.total, i.credits_applied, i.amount_due, i.amount_paid, i.amount_refunded, "
-            "i.period_start, i.period_end, i.issued_at, i.paid_at, i.id::text AS id FROM "
+            "i.period_start, i.period_end, i.issued_at, i.paid_at, i.id::text AS id, "
+            "i.created_at FROM "
             "dictamesh_billing_invoices i "
             "JOIN dictamesh_billing_customers c ON c.id = i.customer_id WHERE i.organization_id = "
             ":org"
@@ -1128,6 +1177,7 @@ class Billing:
             "issued_at": pl.Datetime("us", "UTC"),
             "paid_at": pl.Datetime("us", "UTC"),
             "id": pl.String,
+            "created_at": pl.Datetime("us", "UTC"),
         }
         return pl.DataFrame(rows, schema=schema, orient="row")
 
@@ -2056,6 +2106,8 @@ class Billing:
         with self.engine.begin() as conn:
             sub = self._subscription(conn, subscription_id, lock=True)
             self._require_status(sub, allowed, f"mark it {status}")
+            if close:
+                self._invoice_served_time(conn, sub, at, pending)
             conn.execute(
                 text(
                     "UPDATE dictamesh_billing_subscriptions SET status = :s, updated_at = now() "
@@ -2665,6 +2717,7 @@ def _invoice_event(invoice: Invoice) -> dict[str, Any]:
         "invoice_id": str(invoice.id),
         "organization_id": invoice.organization_id,
         "customer_id": str(invoice.customer_id),
+        "subscription_id": str(invoice.subscription_id) if invoice.subscription_id else None,
         "number": invoice.number,
         "status": invoice.status,
         "currency": invoice.currency,
