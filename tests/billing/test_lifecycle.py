@@ -218,10 +218,11 @@ def test_credit_note_on_an_open_invoice(billing: Billing, org: str) -> None:
         D("20.00"),
     )
     assert billing.subscription(sub)["status"] == "active"
-    assert [t for t, _ in seen if t.startswith("invoice.")] == [
+    assert [t for t, _ in seen if t.startswith(("invoice.", "subscription."))] == [
         "invoice.credit_note",
         "invoice.credit_note",
         "invoice.paid",
+        "subscription.recovered",
     ]
     listing = billing.invoices(org)
     assert listing["paid_at"][0] is not None

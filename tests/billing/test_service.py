@@ -451,7 +451,7 @@ def test_subscription_status_changes_go_through_the_outbox(billing: Billing, org
     scheduled = billing.subscribe(org, "cus_sc", "pro", at=T0)
     failing = billing.subscribe(org, "cus_fp", "team", at=T0)
     seen: list[tuple[str, str]] = []
-    for kind in ("activated", "canceled", "past_due"):
+    for kind in ("activated", "canceled", "past_due", "recovered"):
         billing.on(
             f"subscription.{kind}", lambda t, data: seen.append((t, data["subscription_id"]))
         )
@@ -467,11 +467,14 @@ def test_subscription_status_changes_go_through_the_outbox(billing: Billing, org
     billing.pay(invoice.id, idempotency_key="fp-1", provider=ManualProvider(fail_with="declined"))
     billing.pay(invoice.id, idempotency_key="fp-2", provider=ManualProvider(fail_with="declined"))
     assert billing.subscription(failing)["status"] == "past_due"
+    billing.pay(invoice.id, idempotency_key="fp-3")
+    assert billing.subscription(failing)["status"] == "active"
 
     assert seen == [
         ("subscription.activated", str(trial)),
         ("subscription.canceled", str(scheduled)),
         ("subscription.past_due", str(failing)),  # once: the second failure changes nothing
+        ("subscription.recovered", str(failing)),
     ]
     assert outbox_types(billing, trial) == ["subscription.created", "subscription.activated"]
     assert outbox_types(billing, scheduled) == [
@@ -479,7 +482,11 @@ def test_subscription_status_changes_go_through_the_outbox(billing: Billing, org
         "subscription.cancel_scheduled",
         "subscription.canceled",
     ]
-    assert outbox_types(billing, failing) == ["subscription.created", "subscription.past_due"]
+    assert outbox_types(billing, failing) == [
+        "subscription.created",
+        "subscription.past_due",
+        "subscription.recovered",
+    ]
 
 
 def test_trial_ending_is_notified_once(billing: Billing, org: str) -> None:

@@ -1364,14 +1364,6 @@ class Billing:
                     ),
                     {"due": due, "settled": settled, "id": invoice_id},
                 )
-                if settled and invoice.subscription_id is not None:
-                    conn.execute(
-                        text(
-                            "UPDATE dictamesh_billing_subscriptions SET status = 'active', "
-                            "updated_at = now() WHERE id = :id AND status = 'past_due'"
-                        ),
-                        {"id": invoice.subscription_id},
-                    )
             else:
                 conn.execute(
                     text(
@@ -1397,6 +1389,7 @@ class Billing:
                     str(invoice_id),
                     _invoice_event(invoice) | {"status": "paid", "amount_due": due},
                 )
+                _recover_past_due(self, conn, pending, invoice)
         self._run_hooks(pending)
 
     # -- payments ----------------------------------------------------------------------------------
@@ -2712,6 +2705,41 @@ def _check_transition(invoice: Invoice, status: str) -> None:
         )
 
 
+def _recover_past_due(
+    billing: Billing,
+    conn: Connection,
+    pending: list[tuple[str, dict[str, Any]]],
+    invoice: Invoice,
+) -> None:
+    """A settled invoice brings its past-due subscription back: `subscription.recovered`."""
+    if invoice.subscription_id is None:
+        return
+    recovered = conn.execute(
+        text(
+            "UPDATE dictamesh_billing_subscriptions SET status = 'active', updated_at = now() "
+            "WHERE id = :id AND status = 'past_due' RETURNING id, organization_id"
+        ),
+        {"id": invoice.subscription_id},
+    ).all()
+    billing._emit_many(
+        conn,
+        pending,
+        SUBSCRIPTION_TOPIC,
+        "subscription.recovered",
+        [
+            (
+                str(sub_id),
+                {
+                    "subscription_id": str(sub_id),
+                    "organization_id": org,
+                    "invoice_id": str(invoice.id),
+                },
+            )
+            for sub_id, org in recovered
+        ],
+    )
+
+
 def _invoice_event(invoice: Invoice) -> dict[str, Any]:
     return {
         "invoice_id": str(invoice.id),
@@ -2804,14 +2832,6 @@ def record_payment(
             ),
             {"paid": paid, "fully": fully, "id": invoice.id},
         )
-        if fully and invoice.subscription_id is not None:
-            conn.execute(
-                text(
-                    "UPDATE dictamesh_billing_subscriptions SET status = 'active', updated_at = "
-                    "now() WHERE id = :id AND status = 'past_due'"
-                ),
-                {"id": invoice.subscription_id},
-            )
         billing._emit(conn, pending, PAYMENT_TOPIC, "payment.succeeded", str(invoice.id), data)
         if fully:
             billing._emit(
@@ -2822,6 +2842,7 @@ def record_payment(
                 str(invoice.id),
                 _invoice_event(invoice) | {"status": "paid"},
             )
+            _recover_past_due(billing, conn, pending, invoice)
     else:
         if invoice.subscription_id is not None:
             overdue = conn.execute(
