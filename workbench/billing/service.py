@@ -1389,7 +1389,9 @@ class Billing:
                     str(invoice_id),
                     _invoice_event(invoice) | {"status": "paid", "amount_due": due},
                 )
-                _recover_past_due(self, conn, pending, invoice)
+                _move_invoice_subscription(
+                    self, conn, pending, invoice, to="active", when=("past_due",)
+                )
         self._run_hooks(pending)
 
     # -- payments ----------------------------------------------------------------------------------
@@ -2705,27 +2707,35 @@ def _check_transition(invoice: Invoice, status: str) -> None:
         )
 
 
-def _recover_past_due(
+def _move_invoice_subscription(
     billing: Billing,
     conn: Connection,
     pending: list[tuple[str, dict[str, Any]]],
     invoice: Invoice,
+    *,
+    to: str,
+    when: Sequence[str],
+    **details: Any,
 ) -> None:
-    """A settled invoice brings its past-due subscription back: `subscription.recovered`."""
+    """Set the invoice's subscription to `to` if it is in one of `when`; `subscription.<to>`.
+
+    Payments drive it: a failure makes an active subscription past due, a settled invoice brings
+    a past-due one back (`subscription.recovered`).
+    """
     if invoice.subscription_id is None:
         return
-    recovered = conn.execute(
+    moved = conn.execute(
         text(
-            "UPDATE dictamesh_billing_subscriptions SET status = 'active', updated_at = now() "
-            "WHERE id = :id AND status = 'past_due' RETURNING id, organization_id"
+            "UPDATE dictamesh_billing_subscriptions SET status = :to, updated_at = now() "
+            "WHERE id = :id AND status = ANY(:when) RETURNING id, organization_id"
         ),
-        {"id": invoice.subscription_id},
+        {"to": to, "id": invoice.subscription_id, "when": list(when)},
     ).all()
     billing._emit_many(
         conn,
         pending,
         SUBSCRIPTION_TOPIC,
-        "subscription.recovered",
+        "subscription.recovered" if to == "active" else f"subscription.{to}",
         [
             (
                 str(sub_id),
@@ -2733,9 +2743,10 @@ def _recover_past_due(
                     "subscription_id": str(sub_id),
                     "organization_id": org,
                     "invoice_id": str(invoice.id),
-                },
+                }
+                | details,
             )
-            for sub_id, org in recovered
+            for sub_id, org in moved
         ],
     )
 
@@ -2842,35 +2853,19 @@ def record_payment(
                 str(invoice.id),
                 _invoice_event(invoice) | {"status": "paid"},
             )
-            _recover_past_due(billing, conn, pending, invoice)
-    else:
-        if invoice.subscription_id is not None:
-            overdue = conn.execute(
-                text(
-                    "UPDATE dictamesh_billing_subscriptions SET status = 'past_due', updated_at = "
-                    "now() WHERE id = :id AND status IN ('active', 'trialing') "
-                    "RETURNING id, organization_id"
-                ),
-                {"id": invoice.subscription_id},
-            ).all()
-            billing._emit_many(
-                conn,
-                pending,
-                SUBSCRIPTION_TOPIC,
-                "subscription.past_due",
-                [
-                    (
-                        str(sub_id),
-                        {
-                            "subscription_id": str(sub_id),
-                            "organization_id": org,
-                            "invoice_id": str(invoice.id),
-                            "reason": result.failure_reason,
-                        },
-                    )
-                    for sub_id, org in overdue
-                ],
+            _move_invoice_subscription(
+                billing, conn, pending, invoice, to="active", when=("past_due",)
             )
+    else:
+        _move_invoice_subscription(
+            billing,
+            conn,
+            pending,
+            invoice,
+            to="past_due",
+            when=("active", "trialing"),
+            reason=result.failure_reason,
+        )
         billing._emit(
             conn,
             pending,
