@@ -500,3 +500,60 @@ def test_notify_trials_sends_each_trial_once(workbench: Any) -> None:
     assert json.loads(again.stdout) == [], "a trial is notified once"
     bad = run_cli("billing", "notify-trials", "--org", org, "--within-days", "0")
     assert bad.returncode == 1 and "within" in bad.stderr
+
+
+@pytest.mark.stack
+def test_customers_plans_and_a_subscription_lifecycle_from_the_cli(workbench: Any) -> None:
+    billing = workbench.billing
+    org = _tax_org(workbench)
+    billing.create_plan(org, "basic", "Basic", amount=Decimal(120), currency="EUR")  # version 2
+    billing.create_plan(org, "team", "Team", amount=Decimal(300), currency="EUR")
+
+    new_customer = ("billing", "customers", "create", "cus_9", "--org", org, "--name", "Nine")
+    [customer] = _json(*new_customer, "--currency", "EUR", "--email", "9@example.com")
+    assert (customer["external_id"], customer["currency"]) == ("cus_9", "EUR")
+    assert [c["external_id"] for c in _json("billing", "customers", "list", "--org", org)] == [
+        "cus_9"
+    ]
+    plans = _json("billing", "plans", "list", "--org", org)
+    assert [(p["code"], p["version"], Decimal(p["amount"])) for p in plans] == [
+        ("basic", 2, 120),
+        ("team", 1, 300),
+    ]
+    assert len(_json("billing", "plans", "list", "--org", org, "--all-versions")) == 3
+
+    subs = ("billing", "subscriptions")
+    [sub] = _json(*subs, "create", "--org", org, "--customer", "cus_9", "--plan", "basic",
+                  "--at", "2026-10-01")  # fmt: skip
+    assert (sub["status"], sub["plan_version"], sub["current_period_end"]) == (
+        "active",
+        2,
+        "2026-11-01T00:00:00+00:00",
+    )
+    [upgraded] = _json(*subs, "change-plan", sub["id"], "--org", org, "--plan", "team",
+                       "--at", "2026-10-11")  # fmt: skip
+    assert upgraded["plan"] == "team"
+    [paused] = _json(*subs, "pause", sub["id"], "--org", org, "--at", "2026-10-21")
+    assert paused["status"] == "paused"
+    # the twenty days served were invoiced on pausing: 20/31 of team plus the proration
+    [invoice] = billing.invoices(org).to_dicts()
+    assert invoice["period_end"] == datetime(2026, 10, 21, tzinfo=UTC)
+    [resumed] = _json(*subs, "resume", sub["id"], "--org", org, "--at", "2026-11-01")
+    assert (resumed["status"], resumed["current_period_start"]) == (
+        "active",
+        "2026-11-01T00:00:00+00:00",
+    )
+    [ending] = _json(*subs, "cancel", sub["id"], "--org", org, "--at-period-end")
+    assert ending["cancel_at_period_end"] is True
+    listed = _json(*subs, "list", "--org", org, "--status", "active", "--customer", "cus_9")
+    assert [s["id"] for s in listed] == [sub["id"]]
+    table = run_cli(*subs, "list", "--org", org)
+    assert table.returncode == 0 and sub["id"] in table.stdout and "team" in table.stdout
+
+    assert "'opne'" in _fails(*subs, "list", "--org", org, "--status", "opne")
+    assert "'subscription_id'" in _fails(*subs, "pause", "sub-1", "--org", org)
+    other = _tax_org(workbench)
+    assert f"is not a subscription of '{other}'" in _fails(
+        *subs, "pause", sub["id"], "--org", other
+    )
+    assert "Did you mean" in _fails("billing", "customers", "list", "--org", org[:-1] + "q")

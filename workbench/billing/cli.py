@@ -18,7 +18,7 @@ import json
 import re
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import UTC, date, datetime, timedelta
@@ -37,12 +37,14 @@ if TYPE_CHECKING:
     import polars as pl
 
     from workbench.billing.mrr import MrrAnalysis
+    from workbench.billing.service import Billing
     from workbench.client import Workbench
 
 FORMATS = ("table", "json", "csv")
 
 billing_app = typer.Typer(
-    help="Billing: SaaS metrics and MRR movements, invoices, coupons, tax rates, FX rates.",
+    help="Billing: customers, plans, subscriptions, invoices, coupons, tax rates, FX rates, "
+    "SaaS metrics and MRR movements.",
     no_args_is_help=True,
 )
 invoices_app = typer.Typer(help="List, generate and show invoices.", no_args_is_help=True)
@@ -57,11 +59,19 @@ tax_rates_app = typer.Typer(
     help="Tax rates (inclusive or exclusive) and the customers' rates.", no_args_is_help=True
 )
 fx_app = typer.Typer(help="FX rates to the reporting currency.", no_args_is_help=True)
+customers_app = typer.Typer(help="Customers of an organization.", no_args_is_help=True)
+plans_app = typer.Typer(help="Plans and their versions.", no_args_is_help=True)
+subscriptions_app = typer.Typer(
+    help="Subscriptions: start, change plan, pause, resume, cancel.", no_args_is_help=True
+)
 billing_app.add_typer(invoices_app, name="invoices")
 billing_app.add_typer(coupons_app, name="coupons")
 billing_app.add_typer(discounts_app, name="discounts")
 billing_app.add_typer(tax_rates_app, name="tax-rates")
 billing_app.add_typer(fx_app, name="fx")
+billing_app.add_typer(customers_app, name="customers")
+billing_app.add_typer(plans_app, name="plans")
+billing_app.add_typer(subscriptions_app, name="subscriptions")
 
 Format = Annotated[str, typer.Option("--format", "-f", help="table, json or csv.")]
 Org = Annotated[str, typer.Option("--org", help="The organization.")]
@@ -173,6 +183,31 @@ TAX_RATE_COLUMNS = (
     "jurisdiction",
     "country",
     "active",
+)
+CUSTOMER_COLUMNS = ("external_id", "name", "email", "currency", "credit_balance", "created_at")
+PLAN_COLUMNS = (
+    "code",
+    "version",
+    "name",
+    "amount",
+    "currency",
+    "interval",
+    "trial_days",
+    "usage_charges",
+    "live_subscriptions",
+)
+SUBSCRIPTION_COLUMNS = (
+    "id",
+    "customer",
+    "plan",
+    "plan_version",
+    "status",
+    "amount",
+    "currency",
+    "current_period_start",
+    "current_period_end",
+    "cancel_at_period_end",
+    "ended_at",
 )
 # Decimal columns that are not money: printed without padding to cents.
 PLAIN_NUMBERS = {"percent_off", "percentage", "quantity", "tax_rate"}
@@ -387,6 +422,24 @@ def _customer_id(workbench: Workbench, org: str, external_id: str) -> uuid.UUID:
     _organization(workbench, org)
     with workbench.billing.engine.connect() as conn:
         return uuid.UUID(str(Billing._customer(conn, org, external_id)["id"]))
+
+
+def _subscription_of(workbench: Workbench, org: str, value: str) -> dict[str, Any]:
+    """The subscription `value` (an id), refused when it is not one of `org`'s."""
+    from workbench.billing.errors import BillingInputError
+
+    key = _id(value, "subscription_id", f"dictamesh billing subscriptions list --org {org}")
+    _organization(workbench, org)
+    sub = workbench.billing.subscription(key)
+    if sub["organization_id"] != org:
+        raise BillingInputError(
+            value,
+            "subscription_id",
+            value,
+            f"is not a subscription of {org!r}",
+            remedy="check --org and the subscription id.",
+        )
+    return sub
 
 
 def _located(exc: DictaMeshError, intervals: Path, fx: Path | None) -> DictaMeshError:
@@ -731,8 +784,6 @@ def coupons_apply(
     discount."""
     import polars as pl
 
-    from workbench.billing.errors import BillingInputError
-
     _check_format(fmt)
     if (customer is None) == (subscription is None):
         raise typer.BadParameter(
@@ -745,18 +796,8 @@ def coupons_apply(
         if customer is not None:
             customer_id = target = _customer_id(workbench, org, customer)
         else:
-            target = _id(
-                subscription or "", "subscription_id", "dictamesh billing invoices show INVOICE_ID"
-            )
-            sub = billing.subscription(target)
-            if sub["organization_id"] != org:
-                raise BillingInputError(
-                    str(target),
-                    "subscription_id",
-                    str(target),
-                    f"is not a subscription of {org!r}",
-                    remedy="check --org and the subscription id.",
-                )
+            sub = _subscription_of(workbench, org, subscription or "")
+            target = sub["id"]
             customer_id = uuid.UUID(str(sub["customer_id"]))
         discount_id = billing.apply_coupon(target, code, at=when)
         frame = billing.discounts(customer_id, at=when).filter(pl.col("id") == str(discount_id))
@@ -790,6 +831,191 @@ def discounts_remove(
     with _workbench() as workbench:
         workbench.billing.remove_discount(key, at=when)
     out.print(f"Discount {key} removed from {when.isoformat()} on.", highlight=False)
+
+
+# -- customers, plans, subscriptions --------------------------------------------------------------
+SubscriptionId = Annotated[
+    str, typer.Argument(metavar="SUBSCRIPTION_ID", help="The subscription's id.")
+]
+
+
+@customers_app.command("list")
+@handles_errors
+def customers_list(org: Org, fmt: Format = "table") -> None:
+    """The organization's customers."""
+    _check_format(fmt)
+    with _workbench() as workbench:
+        frame = workbench.billing.customers(org)
+    _emit(frame, fmt, columns=CUSTOMER_COLUMNS, empty=f"No customer of {org!r}.")
+
+
+@customers_app.command("create")
+@handles_errors
+def customers_create(
+    external_id: Annotated[
+        str, typer.Argument(metavar="EXTERNAL_ID", help="Your id for the customer, e.g. cus_42.")
+    ],
+    org: Org,
+    name: Annotated[str, typer.Option("--name", help="The customer's name.")],
+    currency: Annotated[
+        str, typer.Option("--currency", help="The customer's currency (ISO 4217).")
+    ] = "USD",
+    email: Annotated[str | None, typer.Option("--email", help="Where invoices go.")] = None,
+    fmt: Format = "table",
+) -> None:
+    """Create a customer (an existing external id keeps its record and takes the new name)."""
+    import polars as pl
+
+    _check_format(fmt)
+    with _workbench() as workbench, _options_named():
+        _organization(workbench, org)
+        workbench.billing.create_customer(org, external_id, name, currency=currency, email=email)
+        frame = workbench.billing.customers(org).filter(pl.col("external_id") == external_id)
+    _emit(frame, fmt, columns=CUSTOMER_COLUMNS)
+
+
+@plans_app.command("list")
+@handles_errors
+def plans_list(
+    org: Org,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="Every version, not only the newest.")
+    ] = False,
+    fmt: Format = "table",
+) -> None:
+    """The organization's plans with their live subscriptions."""
+    _check_format(fmt)
+    with _workbench() as workbench:
+        frame = workbench.billing.plans(org, all_versions=all_versions)
+    _emit(frame, fmt, columns=PLAN_COLUMNS, empty=f"No plan of {org!r}.")
+
+
+@subscriptions_app.command("list")
+@handles_errors
+def subscriptions_list(
+    org: Org,
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only this status: trialing, active, past_due, paused or canceled."),
+    ] = None,
+    customer: MaybeCustomer = None,
+    fmt: Format = "table",
+) -> None:
+    """The organization's subscriptions, newest first."""
+    _check_format(fmt)
+    with _workbench() as workbench:
+        frame = workbench.billing.subscriptions(org, status=status, customer_external_id=customer)
+    _emit(frame, fmt, columns=SUBSCRIPTION_COLUMNS, empty=f"No subscription of {org!r}.")
+
+
+def _show_subscription(workbench: Workbench, org: str, subscription_id: Any, fmt: str) -> None:
+    import polars as pl
+
+    frame = workbench.billing.subscriptions(org).filter(pl.col("id") == str(subscription_id))
+    _emit(frame, fmt, columns=SUBSCRIPTION_COLUMNS)
+
+
+def _change_subscription(
+    org: str,
+    subscription_id: str,
+    at: str | None,
+    fmt: str,
+    change: Callable[[Billing, uuid.UUID, datetime | None], Any],
+) -> None:
+    """Apply `change` to one of `org`'s subscriptions at --at, then print the subscription."""
+    _check_format(fmt)
+    when = _instant(at, "--at")
+    with _workbench() as workbench:
+        sub = _subscription_of(workbench, org, subscription_id)
+        change(workbench.billing, sub["id"], when)
+        _show_subscription(workbench, org, sub["id"], fmt)
+
+
+@subscriptions_app.command("create")
+@handles_errors
+def subscriptions_create(
+    org: Org,
+    customer: Customer,
+    plan: Annotated[str, typer.Option("--plan", help="The plan's code (its newest version).")],
+    trial_days: Annotated[
+        int | None, typer.Option("--trial-days", help="Trial length (default: the plan's).")
+    ] = None,
+    at: At = None,
+    fmt: Format = "table",
+) -> None:
+    """Start a subscription; prints it with its id."""
+    _check_format(fmt)
+    when = _instant(at, "--at")
+    with _workbench() as workbench:
+        _organization(workbench, org)
+        sub = workbench.billing.subscribe(org, customer, plan, at=when, trial_days=trial_days)
+        _show_subscription(workbench, org, sub, fmt)
+
+
+@subscriptions_app.command("change-plan")
+@handles_errors
+def subscriptions_change_plan(
+    subscription_id: SubscriptionId,
+    org: Org,
+    plan: Annotated[str, typer.Option("--plan", help="The new plan's code.")],
+    at: At = None,
+    fmt: Format = "table",
+) -> None:
+    """Upgrade or downgrade now; the proration lines go on the next invoice."""
+
+    def change(billing: Billing, key: uuid.UUID, when: datetime | None) -> None:
+        lines = billing.change_plan(key, plan, at=when)
+        if fmt == "table":
+            out.print(
+                f"Proration: credit {_number_text(lines['credit'])}, "
+                f"charge {_number_text(lines['charge'])}.",
+                highlight=False,
+            )
+
+    _change_subscription(org, subscription_id, at, fmt, change)
+
+
+@subscriptions_app.command("cancel")
+@handles_errors
+def subscriptions_cancel(
+    subscription_id: SubscriptionId,
+    org: Org,
+    at_period_end: Annotated[
+        bool, typer.Option("--at-period-end", help="Cancel when the current period ends.")
+    ] = False,
+    at: At = None,
+    fmt: Format = "table",
+) -> None:
+    """Cancel now (the time served is invoiced at once) or at the end of the period."""
+    _change_subscription(
+        org,
+        subscription_id,
+        at,
+        fmt,
+        lambda billing, key, when: billing.cancel(key, at=when, at_period_end=at_period_end),
+    )
+
+
+@subscriptions_app.command("pause")
+@handles_errors
+def subscriptions_pause(
+    subscription_id: SubscriptionId, org: Org, at: At = None, fmt: Format = "table"
+) -> None:
+    """Pause: the time served is invoiced at once, then no invoices and no MRR until resumed."""
+    _change_subscription(
+        org, subscription_id, at, fmt, lambda billing, key, when: billing.pause(key, at=when)
+    )
+
+
+@subscriptions_app.command("resume")
+@handles_errors
+def subscriptions_resume(
+    subscription_id: SubscriptionId, org: Org, at: At = None, fmt: Format = "table"
+) -> None:
+    """Resume a paused subscription: a new period starts at --at."""
+    _change_subscription(
+        org, subscription_id, at, fmt, lambda billing, key, when: billing.resume(key, at=when)
+    )
 
 
 # -- tax rates ------------------------------------------------------------------------------------

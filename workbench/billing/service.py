@@ -796,6 +796,62 @@ class Billing:
         with self.engine.connect() as conn:
             return self._subscription(conn, subscription_id)
 
+    def customers(self, organization_id: str) -> pl.DataFrame:
+        """The organization's customers: external id, name, currency, credit balance."""
+        return self._listing(
+            "SELECT id::text AS id, external_id, name, email, currency, credit_balance, "
+            "created_at FROM dictamesh_billing_customers WHERE organization_id = :org "
+            "ORDER BY created_at, external_id",
+            {"org": organization_id},
+            CUSTOMER_SCHEMA,
+        )
+
+    def plans(self, organization_id: str, *, all_versions: bool = False) -> pl.DataFrame:
+        """The organization's plans, the newest version of each (every version with
+        `all_versions`), with how many live subscriptions each version has."""
+        return self._listing(
+            "SELECT p.code, p.version, p.name, p.amount, p.currency, p.interval, p.trial_days, "
+            "jsonb_array_length(p.charges) AS usage_charges, (SELECT count(*) FROM "
+            "dictamesh_billing_subscriptions s WHERE s.plan_id = p.id AND s.status <> 'canceled') "
+            "AS live_subscriptions, p.id::text AS id, p.created_at "
+            "FROM dictamesh_billing_plans p WHERE p.organization_id = :org AND (:all OR "
+            "p.version = (SELECT max(version) FROM dictamesh_billing_plans v "
+            "WHERE v.organization_id = p.organization_id AND v.code = p.code)) "
+            "ORDER BY p.code, p.version",
+            {"org": organization_id, "all": all_versions},
+            PLAN_SCHEMA,
+        )
+
+    def subscriptions(
+        self,
+        organization_id: str,
+        *,
+        status: str | None = None,
+        customer_external_id: str | None = None,
+    ) -> pl.DataFrame:
+        """The organization's subscriptions, newest first, with customer and plan."""
+        if status is not None and status not in SUBSCRIPTION_STATUSES:
+            raise UnknownNameError("subscription status", status, list(SUBSCRIPTION_STATUSES))
+        return self._listing(
+            "SELECT s.id::text AS id, c.external_id AS customer, p.code AS plan, "
+            "p.version AS plan_version, s.status, p.amount, p.currency, p.interval, s.started_at, "
+            "s.current_period_start, s.current_period_end, s.trial_end, s.cancel_at_period_end, "
+            "s.ended_at FROM dictamesh_billing_subscriptions s "
+            "JOIN dictamesh_billing_customers c ON c.id = s.customer_id "
+            "JOIN dictamesh_billing_plans p ON p.id = s.plan_id WHERE s.organization_id = :org "
+            "AND (CAST(:status AS text) IS NULL OR s.status = :status) "
+            "AND (CAST(:customer AS text) IS NULL OR c.external_id = :customer) "
+            "ORDER BY s.created_at DESC, s.id",
+            {"org": organization_id, "status": status, "customer": customer_external_id},
+            SUBSCRIPTION_SCHEMA,
+        )
+
+    def _listing(self, query: str, params: dict[str, Any], schema: dict[str, Any]) -> pl.DataFrame:
+        with self.engine.connect() as conn:
+            _require_organization(conn, params["org"])
+            rows = [dict(r._mapping) for r in conn.execute(text(query), params)]
+        return pl.DataFrame(rows, schema=schema, orient="row")
+
     # -- usage -------------------------------------------------------------------------------------
     def record_usage(
         self,
@@ -1564,20 +1620,13 @@ class Billing:
 
     def coupons(self, organization_id: str) -> pl.DataFrame:
         """The organization's coupons with how often each was redeemed."""
-        with self.engine.connect() as conn:
-            rows = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    text(
-                        "SELECT id::text AS id, code, name, percent_off, amount_off, currency, "
-                        "duration, duration_in_months, max_redemptions, redeem_by, "
-                        "times_redeemed, created_at FROM dictamesh_billing_coupons "
-                        "WHERE organization_id = :org ORDER BY created_at, code"
-                    ),
-                    {"org": organization_id},
-                )
-            ]
-        return pl.DataFrame(rows, schema=COUPON_SCHEMA, orient="row")
+        return self._listing(
+            "SELECT id::text AS id, code, name, percent_off, amount_off, currency, duration, "
+            "duration_in_months, max_redemptions, redeem_by, times_redeemed, created_at "
+            "FROM dictamesh_billing_coupons WHERE organization_id = :org ORDER BY created_at, code",
+            {"org": organization_id},
+            COUPON_SCHEMA,
+        )
 
     def apply_coupon(
         self, target: uuid.UUID, code: str, *, at: datetime | None = None
@@ -2317,6 +2366,45 @@ LINE_COLUMNS = (
 
 
 MONEY = pl.Decimal(38, 6)
+SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "paused", "canceled")
+CUSTOMER_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "external_id": pl.String,
+    "name": pl.String,
+    "email": pl.String,
+    "currency": pl.String,
+    "credit_balance": MONEY,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+PLAN_SCHEMA: dict[str, Any] = {
+    "code": pl.String,
+    "version": pl.Int64,
+    "name": pl.String,
+    "amount": MONEY,
+    "currency": pl.String,
+    "interval": pl.String,
+    "trial_days": pl.Int64,
+    "usage_charges": pl.Int64,
+    "live_subscriptions": pl.Int64,
+    "id": pl.String,
+    "created_at": pl.Datetime("us", "UTC"),
+}
+SUBSCRIPTION_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "customer": pl.String,
+    "plan": pl.String,
+    "plan_version": pl.Int64,
+    "status": pl.String,
+    "amount": MONEY,
+    "currency": pl.String,
+    "interval": pl.String,
+    "started_at": pl.Datetime("us", "UTC"),
+    "current_period_start": pl.Datetime("us", "UTC"),
+    "current_period_end": pl.Datetime("us", "UTC"),
+    "trial_end": pl.Datetime("us", "UTC"),
+    "cancel_at_period_end": pl.Boolean,
+    "ended_at": pl.Datetime("us", "UTC"),
+}
 COUPON_SCHEMA: dict[str, Any] = {
     "id": pl.String,
     "code": pl.String,
