@@ -112,12 +112,12 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
     billing = workbench.billing
     today = datetime.now(UTC).date()
     organization = pn.widgets.Select(
-        name="Organization", options=_organizations(workbench), value="all", width=180
+        label="Organization", options=_organizations(workbench), value="all", width=180
     )
-    currency = pn.widgets.TextInput(name="Reporting currency", value="USD", width=140)
-    start = pn.widgets.DatePicker(name="From", value=_months_back(today, 11), width=150)
-    end = pn.widgets.DatePicker(name="Until (exclusive)", value=_months_back(today, -1), width=150)
-    churn = pn.widgets.Select(name="Churn recognition", options=list(CHURN_RECOGNITION), width=200)
+    currency = pn.widgets.TextInput(label="Reporting currency", value="USD", width=140)
+    start = pn.widgets.DatePicker(label="From", value=_months_back(today, 11), width=150)
+    end = pn.widgets.DatePicker(label="Until (exclusive)", value=_months_back(today, -1), width=150)
+    churn = pn.widgets.Select(label="Churn recognition", options=list(CHURN_RECOGNITION), width=200)
     kpis = pn.pane.Markdown(css_classes=["dm-billing-kpis"], sizing_mode="stretch_width")
     waterfall = pn.pane.HTML(css_classes=["dm-billing-waterfall-pane"])
     mrr_chart = pn.pane.HTML(css_classes=["dm-billing-mrr-pane"])
@@ -135,8 +135,8 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
     )
     error = pn.pane.Alert(visible=False, alert_type="danger")
 
-    status = pn.widgets.Select(name="Invoice status", options=INVOICE_STATUSES, width=160)
-    customer_filter = pn.widgets.TextInput(name="Customer contains", width=200)
+    status = pn.widgets.Select(label="Invoice status", options=INVOICE_STATUSES, width=160)
+    customer_filter = pn.widgets.TextInput(label="Customer contains", width=200)
     invoices = pn.widgets.Tabulator(
         pl.DataFrame().to_pandas(),
         disabled=True,

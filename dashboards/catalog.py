@@ -168,8 +168,8 @@ def build(workbench: Workbench) -> list[Any]:
         hidden_columns=["id"],
     )
     detail = pn.Column(sizing_mode="stretch_width")
-    previous = pn.widgets.Button(name="◀ Previous", width=110, disabled=True)
-    following = pn.widgets.Button(name="Next ▶", width=110, disabled=not explorer.has_next())
+    previous = pn.widgets.Button(label="◀ Previous", width=110, disabled=True)
+    following = pn.widgets.Button(label="Next ▶", width=110, disabled=not explorer.has_next())
     where = pn.pane.Markdown("")
 
     def refresh(*_events: Any) -> None:

@@ -58,7 +58,7 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, one c
     config = session_actor(base)
     environments = config.environments()
     environment = pn.widgets.Select(
-        name="Environment",
+        label="Environment",
         options=environments,
         value=environments[0] if environments else None,
         css_classes=["dm-config-env"],
@@ -75,30 +75,30 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, one c
         css_classes=["dm-config-tree"],
     )
     key = pn.widgets.TextInput(
-        name="Key", placeholder="db.pool_size", css_classes=["dm-config-key"]
+        label="Key", placeholder="db.pool_size", css_classes=["dm-config-key"]
     )
     service = pn.widgets.TextInput(
-        name="Service", placeholder="(environment level)", css_classes=["dm-config-service"]
+        label="Service", placeholder="(environment level)", css_classes=["dm-config-service"]
     )
     component = pn.widgets.TextInput(
-        name="Component", placeholder="(service level)", css_classes=["dm-config-component"]
+        label="Component", placeholder="(service level)", css_classes=["dm-config-component"]
     )
     value = pn.widgets.TextAreaInput(
-        name="Value (JSON)",
+        label="Value (JSON)",
         placeholder='42, "text", {"a": 1}',
         height=110,
         css_classes=["dm-config-value"],
     )
     reason = pn.widgets.TextInput(
-        name="Reason", placeholder="why this change", css_classes=["dm-config-reason"]
+        label="Reason", placeholder="why this change", css_classes=["dm-config-reason"]
     )
-    secret = pn.widgets.Checkbox(name="secret (encrypted)", css_classes=["dm-config-secret"])
-    preview = pn.widgets.Button(name="Preview diff", css_classes=["dm-config-preview"], width=130)
+    secret = pn.widgets.Checkbox(label="secret (encrypted)", css_classes=["dm-config-secret"])
+    preview = pn.widgets.Button(label="Preview diff", css_classes=["dm-config-preview"], width=130)
     save = pn.widgets.Button(
-        name="Save", button_type="primary", css_classes=["dm-config-save"], width=100
+        label="Save", color="primary", css_classes=["dm-config-save"], width=100
     )
     reveal = pn.widgets.Button(
-        name="Reveal secret", button_type="warning", css_classes=["dm-config-reveal"], width=130
+        label="Reveal secret", color="warning", css_classes=["dm-config-reveal"], width=130
     )
     schema = pn.pane.HTML("", css_classes=["dm-config-schema"], sizing_mode="stretch_width")
     diff = pn.pane.HTML("", css_classes=["dm-config-diff"], sizing_mode="stretch_width")
@@ -114,7 +114,7 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, one c
         css_classes=["dm-config-history"],
     )
     rollback = pn.widgets.Button(
-        name="Roll back to selected version", css_classes=["dm-config-rollback"], width=230
+        label="Roll back to selected version", css_classes=["dm-config-rollback"], width=230
     )
     proposals = pn.widgets.Tabulator(
         pd.DataFrame(),
@@ -126,10 +126,10 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, one c
         css_classes=["dm-config-proposals"],
     )
     approve = pn.widgets.Button(
-        name="Approve", button_type="success", css_classes=["dm-config-approve"], width=100
+        label="Approve", color="success", css_classes=["dm-config-approve"], width=100
     )
     reject = pn.widgets.Button(
-        name="Reject", button_type="danger", css_classes=["dm-config-reject"], width=100
+        label="Reject", color="danger", css_classes=["dm-config-reject"], width=100
     )
 
     def where() -> dict[str, Any]:

@@ -121,9 +121,9 @@ def build(workbench: Workbench) -> list[Any]:
             refresh()
 
     picker = pn.widgets.Select.from_param(state.param.instance, name="Instance", width=220)
-    sync_now = pn.widgets.Button(name="Sync now", button_type="primary", width=120)
-    sync_full = pn.widgets.Button(name="Full sync", width=120)
-    check = pn.widgets.Button(name="Check health", width=130)
+    sync_now = pn.widgets.Button(label="Sync now", color="primary", width=120)
+    sync_full = pn.widgets.Button(label="Full sync", width=120)
+    check = pn.widgets.Button(label="Check health", width=130)
     sync_now.on_click(lambda _e: (state.sync_now(False, after_sync), refresh()))
     sync_full.on_click(lambda _e: (state.sync_now(True, after_sync), refresh()))
     check.on_click(lambda _e: refresh(check_health=True))

@@ -42,7 +42,7 @@ def build(workbench: Workbench) -> list[Any]:
     lag = _table("dm-group-lag", height=220)
     letters = _table("dm-dead-letters", height=220, selectable="checkbox")
     replay = pn.widgets.Button(
-        name="Replay selected", button_type="warning", width=160, css_classes=["dm-replay"]
+        label="Replay selected", color="warning", width=160, css_classes=["dm-replay"]
     )
     status = pn.pane.Markdown("")
 

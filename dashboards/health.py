@@ -66,7 +66,7 @@ def build(workbench: Workbench) -> list[Any]:
         refresh_lag()
 
     refresh_all()
-    button = pn.widgets.Button(name="Check again", button_type="primary", width=120)
+    button = pn.widgets.Button(label="Check again", color="primary", width=120)
     button.on_click(lambda _event: refresh_all())
     return [button, sections, pn.pane.Markdown("### Consumer lag"), lag]
 

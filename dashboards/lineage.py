@@ -79,10 +79,10 @@ def render_svg(focus: str, upstream: pl.DataFrame, downstream: pl.DataFrame) -> 
 
 def build(workbench: Workbench) -> list[Any]:
     dataset = pn.widgets.TextInput(
-        name="Dataset (namespace/name)", width=360, css_classes=["dm-lineage-dataset"]
+        label="Dataset (namespace/name)", width=360, css_classes=["dm-lineage-dataset"]
     )
     depth = pn.widgets.IntSlider(
-        name="Depth", start=1, end=10, value=3, width=240, css_classes=["dm-lineage-depth"]
+        label="Depth", start=1, end=10, value=3, width=240, css_classes=["dm-lineage-depth"]
     )
     graph = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["dm-lineage"])
     summary = pn.pane.Markdown()

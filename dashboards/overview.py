@@ -67,7 +67,7 @@ def build(workbench: Workbench) -> list[Any]:
         updated.object = ""
 
     refresh()
-    button = pn.widgets.Button(name="Refresh", button_type="primary", width=100)
+    button = pn.widgets.Button(label="Refresh", color="primary", width=100)
     button.on_click(lambda _event: refresh())
     refresh_every(refresh, REFRESH_MS)
     return [

@@ -92,23 +92,23 @@ def render_hits(frame: pl.DataFrame) -> str:
 def build(workbench: Workbench) -> list[Any]:
     state = SearchState(workbench)
     box = pn.widgets.TextInput(
-        name="Query",
+        label="Query",
         placeholder='Ask in your own words, or use keywords, "phrases" and -exclusions',
         sizing_mode="stretch_width",
         css_classes=["dm-search-query"],
     )
-    mode = pn.widgets.RadioButtonGroup(name="Mode", options=MODES, value="hybrid")
-    k = pn.widgets.IntInput(name="Hits", value=10, start=1, end=100, width=90)
+    mode = pn.widgets.RadioButtonGroup(label="Mode", options=MODES, value="hybrid")
+    k = pn.widgets.IntInput(label="Hits", value=10, start=1, end=100, width=90)
     facets = {
         field: pn.widgets.Select(
-            name=field.replace("_", " "), options=state.param[field].objects, width=180
+            label=field.replace("_", " "), options=state.param[field].objects, width=180
         )
         for field in ("domain", "source_system", "entity_type")
     }
-    button = pn.widgets.Button(name="Search", button_type="primary", css_classes=["dm-search-go"])
+    button = pn.widgets.Button(label="Search", color="primary", css_classes=["dm-search-go"])
     status = pn.pane.Markdown("", css_classes=["dm-search-status"])
     results = pn.pane.HTML("", sizing_mode="stretch_width", css_classes=["dm-search-results"])
-    chooser = pn.widgets.Select(name="Entity detail", options={}, visible=False)
+    chooser = pn.widgets.Select(label="Entity detail", options={}, visible=False)
     detail = pn.Column(sizing_mode="stretch_width")
     current: dict[str, Any] = {}
 
