@@ -116,6 +116,22 @@ def test_canceling_now_invoices_the_time_served(billing: Billing, org: str) -> N
     assert last.amount_due == D("100.00")
 
 
+def test_ending_a_subscription_scheduled_to_cancel(billing: Billing, org: str) -> None:
+    billing.create_customer(org, "cus_s", "Scheduled", currency="EUR")
+    sub = billing.subscribe(org, "cus_s", "pro", at=T0)
+    billing.cancel(sub, at=T0 + timedelta(days=1), at_period_end=True)
+    with pytest.raises(BillingError, match="set to cancel at the end of its period"):
+        billing.pause(sub, at=T0 + timedelta(days=5))
+    seen = _events(billing)
+    # canceled now, 75 days in and never invoiced: October, November, 14 of 31 December days
+    billing.cancel(sub, at=T0 + timedelta(days=75))
+    served = billing.invoices(org).filter(pl.col("customer") == "cus_s").sort("period_start")
+    assert served["amount_due"].to_list() == [D("100.00"), D("100.00"), D("45.16")]
+    assert [t for t, _ in seen] == ["invoice.issued"] * 3 + ["subscription.canceled"]
+    ended = billing.subscription(sub)
+    assert (ended["status"], ended["ended_at"]) == ("canceled", T0 + timedelta(days=75))
+
+
 def test_uncollectible_invoice_can_still_be_paid_or_voided(billing: Billing, org: str) -> None:
     billing.create_customer(org, "cus_u", "Uncollectible", currency="EUR")
     billing.create_customer(org, "cus_v", "Voided", currency="EUR")

@@ -666,11 +666,21 @@ class Billing:
         at: datetime,
         pending: list[tuple[str, dict[str, Any]]],
     ) -> None:
-        """Invoice every period, or part of one, the subscription served before `at`."""
+        """Invoice every period, or part of one, the subscription served before `at`.
+
+        The caller ends or pauses the subscription at `at`, so a cancellation scheduled for the
+        period's end is superseded: it must not take effect when the cut period is invoiced.
+        """
         if sub["status"] not in {"active", "past_due"}:
             return
-        start = sub["current_period_start"]
-        while start < at:
+        conn.execute(
+            text(
+                "UPDATE dictamesh_billing_subscriptions SET cancel_at_period_end = false "
+                "WHERE id = :id"
+            ),
+            {"id": sub["id"]},
+        )
+        while sub["current_period_start"] < at:
             if at < sub["current_period_end"]:
                 conn.execute(
                     text(
@@ -679,11 +689,11 @@ class Billing:
                     ),
                     {"at": at, "id": sub["id"]},
                 )
-            self._invoice_periods(
+            if not self._invoice_periods(
                 conn, sub["organization_id"], [sub["id"]], finalize=True, at=at, pending=pending
-            )
+            ):
+                return
             sub = self._subscription(conn, sub["id"], lock=True)
-            start = sub["current_period_start"]
 
     def resume(self, subscription_id: uuid.UUID, *, at: datetime | None = None) -> None:
         at = _utc(at)
@@ -2150,6 +2160,12 @@ class Billing:
         with self.engine.begin() as conn:
             sub = self._subscription(conn, subscription_id, lock=True)
             self._require_status(sub, allowed, f"mark it {status}")
+            if close and sub["cancel_at_period_end"]:
+                raise BillingError(
+                    f"Subscription {sub['id']} is set to cancel at the end of its period; "
+                    f"cannot mark it {status}.",
+                    remedy="cancel it now (`cancel(subscription)`) or let the period end.",
+                )
             if close:
                 self._invoice_served_time(conn, sub, at, pending)
             conn.execute(
