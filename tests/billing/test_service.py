@@ -436,6 +436,18 @@ def test_finalize_issues_a_draft_with_the_next_number(billing: Billing, org: str
     assert issued[-1]["invoice_id"] == str(draft2.id)
     assert outbox_types(billing, draft2.id) == ["invoice.issued"]
 
+    # a draft whose period was invoiced meanwhile is not issued: that would bill it twice
+    billing.create_customer(org, "cus_t", "Twice", currency="EUR")
+    fourth = billing.subscribe(org, "cus_t", "pro", at=T0)
+    stale = billing.generate_invoices(org, subscription_ids=[fourth], finalize=False, at=end)[0]
+    [issued_first] = billing.generate_invoices(org, subscription_ids=[fourth], at=end)
+    with pytest.raises(
+        BillingInputError, match=f"invoiced meanwhile by invoice {issued_first.number}"
+    ):
+        billing.finalize_invoice(stale.id)
+    assert billing.invoice(stale.id).status == "draft"
+    assert billing.transition(stale.id, "void").status == "void"
+
 
 def pl_col_id(invoice_id: uuid.UUID) -> Any:
     import polars as pl

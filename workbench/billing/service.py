@@ -52,7 +52,7 @@ ZERO = Decimal(0)
 # Invoice lifecycle (Stripe): draft -> open -> paid | void | uncollectible;
 # uncollectible -> paid | void.
 TRANSITIONS: dict[str, frozenset[str]] = {
-    "draft": frozenset({"open"}),
+    "draft": frozenset({"open", "void"}),  # a void draft never had a number
     "open": frozenset({"paid", "void", "uncollectible"}),
     "uncollectible": frozenset({"paid", "void"}),
     "paid": frozenset(),
@@ -1279,6 +1279,28 @@ class Billing:
                 f"invoice {invoice.number or invoice.id} is not a draft",
                 remedy="only draft invoices are finalized; this one was issued already.",
             )
+        if invoice.subscription_id is not None:
+            issued = conn.execute(
+                text(
+                    "SELECT number FROM dictamesh_billing_invoices WHERE subscription_id = :sub "
+                    "AND id <> :id AND status IN ('open', 'paid', 'uncollectible') "
+                    "AND period_start < :end AND :start < period_end ORDER BY number LIMIT 1"
+                ),
+                {
+                    "sub": invoice.subscription_id,
+                    "id": invoice.id,
+                    "start": invoice.period_start,
+                    "end": invoice.period_end,
+                },
+            ).scalar()
+            if issued is not None:
+                raise BillingInputError(
+                    str(invoice.id),
+                    "period",
+                    f"{invoice.period_start:%Y-%m-%d} to {invoice.period_end:%Y-%m-%d}",
+                    f"was invoiced meanwhile by invoice {issued}",
+                    remedy="void this draft (`transition(invoice_id, 'void')`) instead.",
+                )
         # locks in the order generate_invoices takes them (subscription, discounts, organization,
         # customer), so the two cannot deadlock
         subs: list[dict[str, Any]] = []
@@ -1344,15 +1366,16 @@ class Billing:
     ) -> Invoice:
         """Move an invoice along its lifecycle; invalid moves raise.
 
-        ``open`` from ``draft`` issues the invoice (`finalize_invoice`); ``void``,
-        ``uncollectible`` and ``paid`` only change its status.
+        ``open`` from ``draft`` issues the invoice (`finalize_invoice`); ``void`` (a draft too:
+        it is discarded without taking a number), ``uncollectible`` and ``paid`` only change
+        its status.
         """
         at = _utc(at)
         pending: list[tuple[str, dict[str, Any]]] = []
         with self.engine.begin() as conn:
             invoice = _load_invoice(conn, invoice_id, lock=True)
             _check_transition(invoice, status)
-            if invoice.status == "draft":  # draft -> open is the only move from a draft
+            if invoice.status == "draft" and status == "open":
                 invoice = self._finalize(conn, invoice, at, pending)
             else:
                 conn.execute(
