@@ -535,9 +535,10 @@ def test_customers_plans_and_a_subscription_lifecycle_from_the_cli(workbench: An
     assert upgraded["plan"] == "team"
     [paused] = _json(*subs, "pause", sub["id"], "--org", org, "--at", "2026-10-21")
     assert paused["status"] == "paused"
-    # the twenty days served were invoiced on pausing: 20/31 of team plus the proration
+    # the twenty days served were invoiced on pausing: ten on basic (120), ten on team (300)
     [invoice] = billing.invoices(org).to_dicts()
     assert invoice["period_end"] == datetime(2026, 10, 21, tzinfo=UTC)
+    assert invoice["amount_due"] == Decimal("38.71") + Decimal("96.77")
     [resumed] = _json(*subs, "resume", sub["id"], "--org", org, "--at", "2026-11-01")
     assert (resumed["status"], resumed["current_period_start"]) == (
         "active",

@@ -171,12 +171,17 @@ def test_downgrade_credits_the_unused_time(billing: Billing, org: str) -> None:
     ]
 
     invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
-    assert [(line["kind"], line["amount"]) for line in invoice.lines] == [
-        ("subscription", D("100.00")),
-        ("proration", D("-203.23")),
-        ("proration", D("67.74")),
+    # the period is billed at the plan it started on, and the proration lines move it to the
+    # new plan from the change on: 10 days of Team and 21 of Pro
+    assert [(line["kind"], line["description"], line["amount"]) for line in invoice.lines] == [
+        ("subscription", "Team (monthly)", D("300.00")),
+        ("proration", "Unused time on Team", D("-203.23")),
+        ("proration", "Remaining time on Pro", D("67.74")),
     ]
-    assert invoice.subtotal == D("100.00") - D("203.23") + D("67.74")
+    assert invoice.amount_due == D("300.00") - D("203.23") + D("67.74")
+    # the next period is Pro's alone
+    [nxt] = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=61))
+    assert [(line["kind"], line["amount"]) for line in nxt.lines] == [("subscription", D("100"))]
     assert billing.subscription(sub)["pending_items"] == []
 
 

@@ -208,7 +208,10 @@ def test_invoice_total_is_lines_plus_tax_minus_credits(
     )
     nets = sum((line.net for line in totals.lines), D(0))
     taxes = sum((line.tax for line in totals.lines), D(0))
-    assert totals.amount_due == nets + taxes - totals.credits_applied
+    # a negative total is owed to the customer: nothing due, the rest to the credit balance
+    assert totals.amount_due - totals.credit_to_balance == nets + taxes - totals.credits_applied
+    assert totals.amount_due >= 0 and totals.credit_to_balance >= 0
+    assert totals.amount_due == 0 or totals.credit_to_balance == 0
     assert totals.total == totals.subtotal - totals.discount + totals.tax
     assert totals.discount == sum(totals.coupon_amounts, D(0))
     exclusive = [t.amount for t in totals.tax_breakdown if not t.inclusive]

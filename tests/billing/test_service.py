@@ -163,7 +163,9 @@ def test_trial_change_plan_proration_cancel_and_mrr(billing: Billing, org: str) 
     assert lines == {"credit": D("-67.74"), "charge": D("203.23")}
     invoice = billing.generate_invoices(org, subscription_ids=[sub], at=T0 + timedelta(days=31))[0]
     assert [line["kind"] for line in invoice.lines] == ["subscription", "proration", "proration"]
-    assert invoice.subtotal == D("300.00") - D("67.74") + D("203.23")
+    # billed at the plan the period started on (Pro) and moved to Team from the change on:
+    # 10 days of Pro and 21 of Team
+    assert invoice.subtotal == D("100.00") - D("67.74") + D("203.23")
 
     billing.cancel(sub, at=datetime(2026, 11, 15, tzinfo=UTC), at_period_end=True)
     billing.set_fx_rate("EUR", date(2026, 1, 1), D("1.10"))

@@ -482,6 +482,9 @@ class InvoiceTotals:
     coupon_amounts: tuple[Decimal, ...] = field(default=())
     tax_inclusive: Decimal = ZERO  # inclusive tax (contained in the lines)
     tax_breakdown: tuple[TaxAmount, ...] = field(default=())
+    # a negative total (a downgrade's proration) is owed to the customer: nothing is due and it
+    # goes to the customer's credit balance, as Stripe does
+    credit_to_balance: Decimal = ZERO
 
 
 def _allocate(amount: Decimal, weights: Sequence[Decimal], step: Decimal) -> list[Decimal]:
@@ -588,6 +591,7 @@ def invoice_totals(
     inclusive_total = sum((line.tax_inclusive for line in built), ZERO)
     total = subtotal - discount + tax_total
     credits = min(credit_balance, max(total, ZERO))
+    owed = max(-total, ZERO)
     return InvoiceTotals(
         currency=currency,
         lines=tuple(built),
@@ -596,7 +600,8 @@ def invoice_totals(
         tax=tax_total,
         total=total,
         credits_applied=credits,
-        amount_due=total - credits,
+        amount_due=total - credits + owed,
+        credit_to_balance=owed,
         coupons=tuple(c.code for c in coupons),
         coupon_amounts=tuple(coupon_amounts),
         tax_inclusive=inclusive_total,

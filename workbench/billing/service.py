@@ -544,16 +544,32 @@ class Billing:
             )
             items = list(sub["pending_items"]) if sub["status"] != "trialing" else []
             if sub["status"] != "trialing":
+                # Each line keeps its price per period and the time it covers, so an invoice of
+                # a period cut short (pause, cancel) prorates it again to the cut. The period is
+                # invoiced at the plan it started on: with these lines, that bills each plan for
+                # the time it was held.
+                span = {
+                    "kind": "proration",
+                    "from": at.isoformat(),
+                    "to": sub["current_period_end"].isoformat(),
+                    "period_start": sub["current_period_start"].isoformat(),
+                }
+                first = {}
+                if not any("period_fee" in item for item in items):
+                    first = {"period_fee": str(old["amount"]), "period_plan": old["name"]}
                 items += [
-                    {
+                    span
+                    | first
+                    | {
                         "description": f"Unused time on {old['name']}",
                         "amount": str(lines.credit),
-                        "kind": "proration",
+                        "rate": str(-Decimal(old["amount"])),
                     },
-                    {
+                    span
+                    | {
                         "description": f"Remaining time on {new['name']}",
                         "amount": str(lines.charge),
-                        "kind": "proration",
+                        "rate": str(Decimal(new["amount"])),
                     },
                 ]
             conn.execute(
@@ -972,11 +988,18 @@ class Billing:
         drafts: list[tuple[dict[str, Any], Any, list[Any]]] = []
         for sub in subs:
             lines: list[LineInput] = []
+            start, end = sub["current_period_start"], sub["current_period_end"]
+            changed = next((i for i in sub["pending_items"] if "period_fee" in i), None)
             if sub["status"] != "trialing":
-                fee = max(Decimal(sub["plan_amount"]) - Decimal(sub["discount_amount"]), ZERO)
-                description = f"{sub['plan_name']} ({sub['interval']}ly)"
-                start, end = sub["current_period_start"], sub["current_period_end"]
+                # after a plan change the period is billed at the plan it started on, and the
+                # proration lines move it to the new one from the change on
+                period_price, name = Decimal(sub["plan_amount"]), sub["plan_name"]
                 full_end = add_interval(start, sub["interval"])
+                if changed is not None:
+                    period_price, name = Decimal(changed["period_fee"]), changed["period_plan"]
+                    full_end = datetime.fromisoformat(changed["to"])
+                fee = max(period_price - Decimal(sub["discount_amount"]), ZERO)
+                description = f"{name} ({sub['interval']}ly)"
                 if end < full_end:  # a period cut short by a pause or a cancellation
                     fee = prorate(fee, start, full_end, start, end)
                     description += f", prorated to {end:%Y-%m-%d %H:%M} UTC"
@@ -997,7 +1020,7 @@ class Billing:
                 lines.append(
                     LineInput(
                         item["description"],
-                        Decimal(item["amount"]),
+                        _pending_amount(item, end),
                         item.get("kind", "proration"),
                         discountable=False,
                     )
@@ -1023,7 +1046,9 @@ class Billing:
                 tax_rates=rates_of.get(sub["customer_id"], ()),
                 credit_balance=balance,
             )
-            credit_left[sub["customer_id"]] = balance - totals.credits_applied
+            credit_left[sub["customer_id"]] = (
+                balance - totals.credits_applied + totals.credit_to_balance
+            )
             drafts.append((sub, totals, [d["id"] for d in active]))
         numbers: list[str | None] = [None] * len(drafts)
         if finalize:
@@ -1341,13 +1366,14 @@ class Billing:
                 "id": invoice.id,
             },
         )
-        if invoice.credits_applied > 0:
+        owed = max(-invoice.total, ZERO)  # a negative total goes to the balance (Stripe)
+        if invoice.credits_applied > 0 or owed > 0:
             conn.execute(
                 text(
                     "UPDATE dictamesh_billing_customers SET credit_balance = "
-                    "greatest(credit_balance - :used, 0) WHERE id = :id"
+                    "greatest(credit_balance - :used, 0) + :owed WHERE id = :id"
                 ),
-                {"used": invoice.credits_applied, "id": invoice.customer_id},
+                {"used": invoice.credits_applied, "owed": owed, "id": invoice.customer_id},
             )
         if subs:  # still in the invoiced period: move it on, as generate_invoices does
             self._advance_periods(conn, subs, pending)
@@ -2875,6 +2901,23 @@ def _move_invoice_subscription(
             )
             for sub_id, org in moved
         ],
+    )
+
+
+def _pending_amount(item: dict[str, Any], period_end: datetime) -> Decimal:
+    """A pending line's amount; a proration line covers its time up to the period's end, which
+    a pause or a cancellation may have brought forward."""
+    if "rate" not in item:
+        return Decimal(item["amount"])
+    covered_to = datetime.fromisoformat(item["to"])
+    if period_end >= covered_to:
+        return Decimal(item["amount"])
+    return prorate(
+        Decimal(item["rate"]),
+        datetime.fromisoformat(item["period_start"]),
+        covered_to,
+        datetime.fromisoformat(item["from"]),
+        period_end,
     )
 
 
