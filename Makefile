@@ -50,6 +50,7 @@ demo: install
 	$(BIN)/dictamesh up
 	$(BIN)/dictamesh migrate up
 	$(BIN)/dictamesh connectors demo
+	$(BIN)/dictamesh billing demo
 	$(BIN)/dictamesh serve --demo
 
 clean: down

@@ -200,11 +200,9 @@ SUBSCRIPTION_COLUMNS = (
     "id",
     "customer",
     "plan",
-    "plan_version",
     "status",
     "amount",
     "currency",
-    "current_period_start",
     "current_period_end",
     "cancel_at_period_end",
     "ended_at",
@@ -831,6 +829,33 @@ def discounts_remove(
     with _workbench() as workbench:
         workbench.billing.remove_discount(key, at=when)
     out.print(f"Discount {key} removed from {when.isoformat()} on.", highlight=False)
+
+
+@billing_app.command("demo")
+@handles_errors
+def demo(
+    org: Annotated[str, typer.Option("--org", help="The demo organization's id.")] = "demo-saas",
+    customers: Annotated[int, typer.Option(help="How many customers.", min=1)] = 40,
+    months: Annotated[int, typer.Option(help="How many months of history.", min=1)] = 18,
+    seed: Annotated[int, typer.Option(help="Seed of the generated history.")] = 7,
+) -> None:
+    """Load a demo SaaS organization through the billing service: customers arriving over the
+    months, trials, a coupon, tax, upgrades, downgrades, pauses, cancellations and comebacks,
+    every period invoiced with its usage and paid (a few payments fail). Loaded once."""
+    from workbench.billing.demo import load_demo
+
+    with _workbench() as workbench:
+        workbench.billing.ensure_topics()
+        summary = load_demo(
+            workbench.billing, organization_id=org, customers=customers, months=months, seed=seed
+        )
+    if summary.already_loaded:
+        out.print(f"{org!r} is loaded already: nothing changed.", highlight=False)
+    out.print(
+        f"{org!r}: {summary.customers} customers, {summary.subscriptions} subscriptions, "
+        f"{summary.invoices} invoices ({summary.failed_payments} payments failed on the way).",
+        highlight=False,
+    )
 
 
 # -- customers, plans, subscriptions --------------------------------------------------------------
