@@ -9,6 +9,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.billing.conftest import new_organization
 from workbench.billing.errors import BillingError
@@ -249,3 +251,40 @@ def test_credit_note_on_an_open_invoice(billing: Billing, org: str) -> None:
     assert listing["paid_at"][0] is not None
     with pytest.raises(BillingError, match="cannot be paid"):
         billing.pay(invoice.id, idempotency_key="after")
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    old=st.integers(1, 1000),
+    new=st.integers(1, 1000),
+    changed_after=st.integers(1, 31 * 86400 - 2),
+    cut=st.one_of(st.none(), st.integers(1, 31 * 86400 - 1)),
+)
+def test_a_period_with_a_plan_change_bills_each_plan_for_the_time_it_was_held(
+    billing: Billing, old: int, new: int, changed_after: int, cut: int | None
+) -> None:
+    """Invoiced when the period ends (or when a pause cuts it), a period bills the old price for
+    the time before the change and the new one after it, to the second; each line is rounded on
+    its own, so the total is within three half-cents."""
+    org = new_organization(billing, {"old": old, "new": new})
+    billing.create_customer(org, "cus_h", "Held", currency="EUR")
+    sub = billing.subscribe(org, "cus_h", "old", at=T0)
+    changed_at = T0 + timedelta(seconds=changed_after)
+    billing.change_plan(sub, "new", at=changed_at)
+    month = 31 * 86400
+    end = month if cut is None or cut <= changed_after else cut
+    if end < month:
+        billing.pause(sub, at=T0 + timedelta(seconds=end))
+        [invoice] = billing.invoices(org).to_dicts()
+        total = invoice["total"]
+    else:
+        [issued] = billing.generate_invoices(
+            org, subscription_ids=[sub], at=T0 + timedelta(days=31)
+        )
+        total = issued.total
+    held = (D(old) * changed_after + D(new) * (end - changed_after)) / month
+    assert abs(total - held) <= D("0.015")
