@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import threading
 import time
 from typing import Any
 
@@ -171,3 +172,29 @@ def test_a_view_reads_one_place_cached_and_sees_changes(config: Config, ns: str)
         assert received.empty()
     _wait(lambda: view[f"{ns}.threads"] == 6, 1.0)
     assert repr(view) == "ConfigView(dev/api/worker)"
+
+
+def test_a_slow_callback_delays_only_its_own_watcher(config: Config, ns: str) -> None:
+    release = threading.Event()
+    slow_seen: queue.Queue[int] = queue.Queue()
+    fast_seen: queue.Queue[int] = queue.Queue()
+
+    def slow(change: ConfigChange) -> None:
+        release.wait(30)
+        slow_seen.put(change.version_id)
+
+    slow_watch = config.watch(f"{ns}.*", slow, name="slow")
+    fast_watch = config.watch(f"{ns}.*", lambda c: fast_seen.put(c.version_id), name="fast")
+    try:
+        first = config.set(f"{ns}.a", 1, environment="dev")
+        second = config.set(f"{ns}.b", 2, environment="dev")
+        # the slow callback holds the first change; the other watcher has both already
+        assert [fast_seen.get(timeout=1.0), fast_seen.get(timeout=1.0)] == [first.id, second.id]
+        assert slow_seen.empty()
+        release.set()
+        assert [slow_seen.get(timeout=5.0), slow_seen.get(timeout=5.0)] == [first.id, second.id]
+        _wait(lambda: slow_watch.notified == 2)
+    finally:
+        release.set()
+        slow_watch.stop()
+        fast_watch.stop()

@@ -2,8 +2,10 @@
 
 Every committed change sends ``NOTIFY dictamesh_config`` in its own transaction (so a notice is
 never sent for a change that rolled back). One listener thread per process receives them, drops
-the cached entries of the changed key and calls each registered watcher whose pattern matches.
-After a lost connection it reconnects and replays the versions it missed from the history table.
+the cached entries of the changed key and hands the change to each registered watcher whose
+pattern matches. Each watcher runs its callback on a thread of its own, in version order, so a
+slow callback delays only its own watcher. After a lost connection it reconnects and replays
+the versions it missed from the history table.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import queue
 import socket
 import threading
 import time
@@ -201,6 +204,10 @@ class Watch:
     notified: int = 0
     last_version_id: int | None = None
     errors: int = 0
+    _inbox: queue.SimpleQueue[ConfigChange | None] = field(
+        default_factory=queue.SimpleQueue, repr=False
+    )
+    _worker: threading.Thread | None = field(default=None, repr=False)
 
     def matches(self, change: ConfigChange) -> bool:
         if self.environment is not None and change.scope.environment != self.environment:
@@ -209,10 +216,32 @@ class Watch:
             return False
         return any(fnmatch.fnmatchcase(change.key, pattern) for pattern in self.patterns)
 
+    def deliver(self, change: ConfigChange) -> None:
+        """Queue `change` for the callback, which runs on this watcher's own thread."""
+        if self._worker is None:
+            self._worker = threading.Thread(
+                target=self._drain, name=f"dictamesh-config-watch-{self.name}", daemon=True
+            )
+            self._worker.start()
+        self._inbox.put(change)
+
+    def _drain(self) -> None:
+        while (change := self._inbox.get()) is not None:
+            try:
+                self.callback(change)
+            except Exception as exc:
+                self.errors += 1
+                log.warning("config watcher callback failed", watcher=self.name, error=repr(exc))
+            self.notified += 1
+            self.last_version_id = change.version_id
+
     def stop(self) -> None:
         if self.hub is not None:
             self.hub.unregister(self)
             self.hub = None
+        if self._worker is not None:
+            self._inbox.put(None)  # the callback finishes what is queued, then its thread ends
+            self._worker = None
 
     def __enter__(self) -> Watch:
         return self
@@ -266,6 +295,9 @@ class WatchHub:
             watches = list(self._watches.values())
             self._watches.clear()
         self._delete_rows([w.id for w in watches])
+        for watch in watches:
+            watch.hub = None  # its row is gone already
+            watch.stop()
 
     def register(
         self,
@@ -362,13 +394,7 @@ class WatchHub:
         with self._lock:
             watches = [w for w in self._watches.values() if w.matches(change)]
         for watch in watches:
-            try:
-                watch.callback(change)
-            except Exception as exc:
-                watch.errors += 1
-                log.warning("config watcher callback failed", watcher=watch.name, error=repr(exc))
-            watch.notified += 1
-            watch.last_version_id = change.version_id
+            watch.deliver(change)
 
     def _heartbeat(self, connection: psycopg.Connection[Any]) -> None:
         now = time.monotonic()
