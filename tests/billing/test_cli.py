@@ -558,3 +558,29 @@ def test_customers_plans_and_a_subscription_lifecycle_from_the_cli(workbench: An
         *subs, "pause", sub["id"], "--org", other
     )
     assert "Did you mean" in _fails("billing", "customers", "list", "--org", org[:-1] + "q")
+
+
+@pytest.mark.stack
+def test_organizations_and_plans_from_the_cli(workbench: Any) -> None:
+    org = f"orgcli{uuid.uuid4().hex[:6]}"
+    [made] = _json("billing", "organizations", "create", org, "--name", "CLI Org",
+                   "--currency", "EUR", "--invoice-prefix", "CLIO")  # fmt: skip
+    assert (made["id"], made["currency"], made["invoice_prefix"], made["customers"]) == (
+        org,
+        "EUR",
+        "CLIO",
+        0,
+    )
+    assert org in [o["id"] for o in _json("billing", "organizations", "list")]
+    plan = ("billing", "plans", "create", "pro", "--org", org, "--name", "Pro")
+    [first] = _json(*plan, "--amount", "49.90", "--currency", "EUR", "--trial-days", "14")
+    assert (first["version"], Decimal(first["amount"]), first["trial_days"]) == (
+        1,
+        Decimal("49.90"),
+        14,
+    )
+    [second] = _json(*plan, "--amount", "59", "--currency", "EUR", "--interval", "year")
+    assert (second["version"], second["interval"]) == (2, "year")
+    assert "'amount'" in _fails(*plan, "--amount", "lots")
+    assert "--interval" in _fails(*plan, "--amount", "5", "--interval", "fortnight")
+    assert "--currency" in _fails(*plan, "--amount", "5", "--currency", "EURO")

@@ -59,6 +59,7 @@ tax_rates_app = typer.Typer(
     help="Tax rates (inclusive or exclusive) and the customers' rates.", no_args_is_help=True
 )
 fx_app = typer.Typer(help="FX rates to the reporting currency.", no_args_is_help=True)
+organizations_app = typer.Typer(help="Billing organizations.", no_args_is_help=True)
 customers_app = typer.Typer(help="Customers of an organization.", no_args_is_help=True)
 plans_app = typer.Typer(help="Plans and their versions.", no_args_is_help=True)
 subscriptions_app = typer.Typer(
@@ -69,6 +70,7 @@ billing_app.add_typer(coupons_app, name="coupons")
 billing_app.add_typer(discounts_app, name="discounts")
 billing_app.add_typer(tax_rates_app, name="tax-rates")
 billing_app.add_typer(fx_app, name="fx")
+billing_app.add_typer(organizations_app, name="organizations")
 billing_app.add_typer(customers_app, name="customers")
 billing_app.add_typer(plans_app, name="plans")
 billing_app.add_typer(subscriptions_app, name="subscriptions")
@@ -222,6 +224,8 @@ OPTIONS = {
     "redeem_by": "--redeem-by",
     "percentage": "--percentage",
     "country": "--country",
+    "interval": "--interval",
+    "amount": "--amount",
 }
 
 
@@ -864,6 +868,40 @@ SubscriptionId = Annotated[
 ]
 
 
+@organizations_app.command("list")
+@handles_errors
+def organizations_list(fmt: Format = "table") -> None:
+    """Every billing organization with its currency, invoice prefix and customer count."""
+    _check_format(fmt)
+    with _workbench() as workbench:
+        frame = workbench.billing.organizations()
+    _emit(frame, fmt, empty="No billing organization yet.")
+
+
+@organizations_app.command("create")
+@handles_errors
+def organizations_create(
+    org: Annotated[str, typer.Argument(metavar="ORG", help="The organization's id, e.g. acme.")],
+    name: Annotated[str, typer.Option("--name", help="The organization's name.")],
+    currency: Annotated[
+        str, typer.Option("--currency", help="Its reporting currency (ISO 4217).")
+    ] = "USD",
+    invoice_prefix: Annotated[
+        str | None,
+        typer.Option("--invoice-prefix", help="Invoice numbers' prefix (default: the id)."),
+    ] = None,
+    fmt: Format = "table",
+) -> None:
+    """Create a billing organization (an existing id is left as it is)."""
+    import polars as pl
+
+    _check_format(fmt)
+    with _workbench() as workbench, _options_named():
+        workbench.billing.create_organization(org, name, currency, invoice_prefix=invoice_prefix)
+        frame = workbench.billing.organizations().filter(pl.col("id") == org)
+    _emit(frame, fmt)
+
+
 @customers_app.command("list")
 @handles_errors
 def customers_list(org: Org, fmt: Format = "table") -> None:
@@ -913,6 +951,43 @@ def plans_list(
     with _workbench() as workbench:
         frame = workbench.billing.plans(org, all_versions=all_versions)
     _emit(frame, fmt, columns=PLAN_COLUMNS, empty=f"No plan of {org!r}.")
+
+
+@plans_app.command("create")
+@handles_errors
+def plans_create(
+    code: Annotated[str, typer.Argument(metavar="CODE", help="The plan's code, e.g. pro.")],
+    org: Org,
+    name: Annotated[str, typer.Option("--name", help="Shown on invoices.")],
+    amount: Annotated[str, typer.Option("--amount", help="The price per interval, e.g. 49.90.")],
+    currency: Annotated[str, typer.Option("--currency", help="ISO 4217.")] = "USD",
+    interval: Annotated[
+        str, typer.Option("--interval", help="week, month, quarter or year.")
+    ] = "month",
+    trial_days: Annotated[int, typer.Option("--trial-days", help="Default trial.", min=0)] = 0,
+    fmt: Format = "table",
+) -> None:
+    """Create a plan, or a new version of it (its subscriptions keep theirs). Usage charges are
+    defined from Python (`wb.billing.create_plan(..., charges=[...])`)."""
+    import polars as pl
+
+    _check_format(fmt)
+    price = _number(amount, code, "amount", "49.90")
+    with _workbench() as workbench, _options_named():
+        _organization(workbench, org)
+        version = workbench.billing.create_plan(
+            org,
+            code,
+            name,
+            amount=price,
+            currency=currency,
+            interval=interval,
+            trial_days=trial_days,
+        )
+        frame = workbench.billing.plans(org, all_versions=True).filter(
+            (pl.col("code") == code) & (pl.col("version") == version)
+        )
+    _emit(frame, fmt, columns=PLAN_COLUMNS)
 
 
 @subscriptions_app.command("list")

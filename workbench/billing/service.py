@@ -822,6 +822,16 @@ class Billing:
         with self.engine.connect() as conn:
             return self._subscription(conn, subscription_id)
 
+    def organizations(self) -> pl.DataFrame:
+        """Every billing organization with its currency, invoice prefix and customer count."""
+        return self._listing(
+            "SELECT o.id, o.name, o.currency, o.invoice_prefix, (SELECT count(*) "
+            "FROM dictamesh_billing_customers c WHERE c.organization_id = o.id) AS customers, "
+            "o.created_at FROM dictamesh_billing_organizations o ORDER BY o.id",
+            {},
+            ORGANIZATION_SCHEMA,
+        )
+
     def customers(self, organization_id: str) -> pl.DataFrame:
         """The organization's customers: external id, name, currency, credit balance."""
         return self._listing(
@@ -873,8 +883,10 @@ class Billing:
         )
 
     def _listing(self, query: str, params: dict[str, Any], schema: dict[str, Any]) -> pl.DataFrame:
+        """The rows of `query` as a frame; an unknown ``org`` parameter gets a did-you-mean."""
         with self.engine.connect() as conn:
-            _require_organization(conn, params["org"])
+            if "org" in params:
+                _require_organization(conn, params["org"])
             rows = [dict(r._mapping) for r in conn.execute(text(query), params)]
         return pl.DataFrame(rows, schema=schema, orient="row")
 
@@ -2431,6 +2443,14 @@ LINE_COLUMNS = (
 
 
 MONEY = pl.Decimal(38, 6)
+ORGANIZATION_SCHEMA: dict[str, Any] = {
+    "id": pl.String,
+    "name": pl.String,
+    "currency": pl.String,
+    "invoice_prefix": pl.String,
+    "customers": pl.Int64,
+    "created_at": pl.Datetime("us", "UTC"),
+}
 SUBSCRIPTION_STATUSES = ("trialing", "active", "past_due", "paused", "canceled")
 CUSTOMER_SCHEMA: dict[str, Any] = {
     "id": pl.String,
