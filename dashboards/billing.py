@@ -119,10 +119,10 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
     end = pn.widgets.DatePicker(label="Until (exclusive)", value=_months_back(today, -1), width=150)
     churn = pn.widgets.Select(label="Churn recognition", options=list(CHURN_RECOGNITION), width=200)
     kpis = pn.pane.Markdown(css_classes=["dm-billing-kpis"], sizing_mode="stretch_width")
-    waterfall = pn.pane.HTML(css_classes=["dm-billing-waterfall-pane"])
-    mrr_chart = pn.pane.HTML(css_classes=["dm-billing-mrr-pane"])
-    rates_chart = pn.pane.HTML(css_classes=["dm-billing-rates-pane"])
-    cohorts = pn.pane.HTML(css_classes=["dm-billing-cohort-pane"])
+    waterfall = pn.pane.HTML(css_classes=["dm-billing-waterfall-pane"], sizing_mode="stretch_width")
+    mrr_chart = pn.pane.HTML(css_classes=["dm-billing-mrr-pane"], sizing_mode="stretch_width")
+    rates_chart = pn.pane.HTML(css_classes=["dm-billing-rates-pane"], sizing_mode="stretch_width")
+    cohorts = pn.pane.HTML(css_classes=["dm-billing-cohort-pane"], sizing_mode="stretch_width")
     top = pn.widgets.Tabulator(
         pl.DataFrame().to_pandas(),
         disabled=True,
@@ -168,12 +168,10 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
         waterfall.object = charts.waterfall(metrics)
         mrr_chart.object = charts.lines(
             months,
-            {
-                "MRR": [float(v) for v in metrics["end_mrr"]],
-                "paying customers": [float(v) for v in metrics["customers_end"]],
-            },
+            {"MRR": [float(v) for v in metrics["end_mrr"]]},
             "MRR and paying customers",
             "dm-billing-mrr",
+            right={"paying customers": [float(v) for v in metrics["customers_end"]]},
         )
         rates_chart.object = charts.lines(
             months,

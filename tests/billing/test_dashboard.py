@@ -148,6 +148,12 @@ def test_charts_render_empty_and_small_inputs() -> None:
     assert "<svg" in charts.waterfall(empty.metrics)
     assert "No cohorts" in charts.heatmap(empty.cohort_matrix())
     assert "No data" in charts.lines([], {}, "t", "c")
+    # a series of another size gets a scale of its own instead of a flat line at the bottom
+    both = charts.lines(
+        ["2026-01", "2026-02"], {"MRR": [1000.0, 5000.0]}, "t", "c", right={"customers": [3, 31]}
+    )
+    assert "customers (right scale)" in both and 'stroke-dasharray="5 3"' in both
+    assert ">31<" in both and ">5,000<" in both  # each axis tops out at its own series
 
 
 @pytest.mark.browser

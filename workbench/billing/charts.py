@@ -19,8 +19,9 @@ COLOURS = {
 
 
 def _svg(body: str, css_class: str, title: str, width: int = WIDTH, height: int = HEIGHT) -> str:
+    # scales down to the space it is given (two charts side by side), never up
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" style="max-width:{width}px" '
         f'viewBox="0 0 {width} {height}" class="{css_class}" role="img" '
         f'aria-label="{html.escape(title)}"><title>{html.escape(title)}</title>'
         f'<text x="{PAD}" y="18" font-size="13" font-weight="600">{html.escape(title)}</text>'
@@ -35,15 +36,23 @@ def _scale(lo: float, hi: float, top: float, bottom: float) -> tuple[float, floa
     return k, bottom + lo * k  # y = offset - value * k
 
 
-def _axis(lo: float, hi: float, k: float, offset: float) -> str:
+def _axis(lo: float, hi: float, k: float, offset: float, *, right: bool = False) -> str:
+    """Five labelled grid lines; a right-hand axis labels them at the right edge, no lines."""
     parts = []
     for i in range(5):
         value = lo + (hi - lo) * i / 4
         y = offset - value * k
+        label = f"{value:,.{0 if hi - lo >= 10 else 2}f}"
+        if right:
+            parts.append(
+                f'<text x="{WIDTH - 12}" y="{y - 3:.1f}" font-size="10" text-anchor="end" '
+                f'fill="#555">{label}</text>'
+            )
+            continue
         parts.append(
             f'<line x1="{PAD}" x2="{WIDTH - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
             f'<text x="{PAD - 4}" y="{y + 4:.1f}" font-size="10" text-anchor="end">'
-            f"{value:,.{0 if hi - lo >= 10 else 2}f}</text>"
+            f"{label}</text>"
         )
     return "".join(parts)
 
@@ -114,36 +123,51 @@ def waterfall(metrics: pl.DataFrame, title: str = "MRR movements per month") -> 
     )
 
 
+def _bounds(series: dict[str, Sequence[float | None]]) -> tuple[float, float] | None:
+    values = [float(v) for s in series.values() for v in s if v is not None]
+    if not values:
+        return None
+    hi, lo = max(values), min(*values, 0.0)
+    return lo, hi if hi > lo else lo + 1
+
+
 def lines(
     months: Sequence[object],
     series: dict[str, Sequence[float | None]],
     title: str,
     css_class: str,
+    right: dict[str, Sequence[float | None]] | None = None,
 ) -> str:
-    """One line per series over the months."""
-    values = [float(v) for s in series.values() for v in s if v is not None]
-    if not months or not values:
+    """One line per series over the months; `right` series (dashed) have a scale of their own,
+    labelled on the right, for quantities of another size (paying customers next to MRR)."""
+    left_bounds, right_bounds = _bounds(series), _bounds(right or {})
+    if not months or left_bounds is None:
         return _svg('<text x="60" y="80">No data</text>', css_class, title)
-    hi, lo = max(values), min(*values, 0.0)
-    k, offset = _scale(lo, hi if hi > lo else lo + 1, 30, HEIGHT - 24)
     step = (WIDTH - PAD - 10) / len(months)
     palette = ["#0072B5", "#c62828", "#2e7d32", "#ef6c00", "#7e57c2"]
-    body = []
-    for j, (name, points) in enumerate(series.items()):
-        coords = [
-            f"{PAD + step * (i + 0.5):.1f},{offset - float(v) * k:.1f}"
-            for i, v in enumerate(points)
-            if v is not None
-        ]
-        colour = palette[j % len(palette)]
-        body.append(
-            f'<polyline points="{" ".join(coords)}" fill="none" stroke="{colour}" '
-            f'stroke-width="2"><title>{html.escape(name)}</title></polyline>'
-            f'<text x="{PAD + 200 + 140 * j}" y="17" font-size="10" fill="{colour}">'
-            f"— {html.escape(name)}</text>"
-        )
-    axis = _axis(lo, hi if hi > lo else lo + 1, k, offset)
-    return _svg(axis + "".join(body) + _labels(list(months), step), css_class, title)
+    scales = [(series, left_bounds, "")]
+    if right and right_bounds is not None:
+        scales.append((right, right_bounds, ' stroke-dasharray="5 3"'))
+    body, j = [], 0
+    for group, (lo, hi), dash in scales:
+        k, offset = _scale(lo, hi, 30, HEIGHT - 24)
+        for name, points in group.items():
+            coords = [
+                f"{PAD + step * (i + 0.5):.1f},{offset - float(v) * k:.1f}"
+                for i, v in enumerate(points)
+                if v is not None
+            ]
+            colour = palette[j % len(palette)]
+            side = " (right scale)" if dash else ""
+            body.append(
+                f'<polyline points="{" ".join(coords)}" fill="none" stroke="{colour}" '
+                f'stroke-width="2"{dash}><title>{html.escape(name)}</title></polyline>'
+                f'<text x="{PAD + 200 + 140 * j}" y="17" font-size="10" fill="{colour}">'
+                f"— {html.escape(name + side)}</text>"
+            )
+            j += 1
+        body.append(_axis(lo, hi, k, offset, right=bool(dash)))
+    return _svg("".join(body) + _labels(list(months), step), css_class, title)
 
 
 def heatmap(matrix: pl.DataFrame, title: str = "Net MRR retention by cohort") -> str:
