@@ -241,12 +241,14 @@ def consume(
 ) -> None:
     """Run every projector (consumer group) until SIGTERM or Ctrl-C."""
     from workbench.client import connect
+    from workbench.events.consumer import collect_garbage_between_batches
     from workbench.events.workers import build_runners
 
     workbench = connect(_settings())
     if processes > 1:
         _supervise_consumers(workbench, sink or [], processes)
         return
+    collect_garbage_between_batches()
     runners = build_runners(
         workbench.endpoints,
         sink,

@@ -464,3 +464,34 @@ def test_attributes_are_validated_against_the_registered_schema_before_sending(
         "test", "unit", "widget", sid, attributes={"size": 3}, schema_subject=subject
     ).wait()
     assert workbench.catalog.get("unit", "widget", sid).attributes == {"size": 3}
+
+
+def test_an_event_reusing_an_earlier_events_id_is_a_duplicate(workbench: Any, workers: Any) -> None:
+    """Source and id identify a CloudEvent: a second change sent under them is not applied."""
+    sid = _unique()
+    first = _event(_change(sid, 1, attributes={"v": "first"}))
+    reused = _event(_change(sid, 2, attributes={"v": "second"}), id=first.id)
+    following = _event(_change(sid, 3, attributes={"v": "third"}))
+    producer = workbench.producer
+    # All on one topic and key, so a replay of the topics sees them in this order too.
+    wait_for_all([producer.publish(topics.ENTITY_UPDATED, first)])
+    wait_for_all(
+        [
+            producer.publish(topics.ENTITY_UPDATED, reused),
+            producer.publish(topics.ENTITY_UPDATED, following),
+        ]
+    )
+    history = workbench.catalog.history("unit", "widget", sid)
+    assert history["version"].to_list() == [1, 3]
+    assert workbench.catalog.get("unit", "widget", sid).attributes == {"v": "third"}
+    # The rest of the batch is applied, and a new entity's row is made, on the merging path.
+    again = _event(_change(sid, 4, attributes={"v": "fourth"}), id=following.id)
+    fresh = _change(_unique(), 1, attributes={"v": "new"})
+    wait_for_all(
+        [
+            producer.publish(topics.ENTITY_UPDATED, again),
+            producer.publish(topics.ENTITY_UPDATED, _event(fresh)),
+        ]
+    )
+    assert workbench.catalog.get("unit", "widget", sid).version == 3
+    assert workbench.catalog.get("unit", "widget", fresh.source_id).attributes == {"v": "new"}

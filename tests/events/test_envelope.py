@@ -179,3 +179,58 @@ def test_reading_a_record_agrees_with_full_validation(attributes: dict[str, obje
         assert repr(read) == repr(expected)
     else:  # both stamp the reading time
         assert read.model_copy(update={"time": expected.time}) == expected
+
+
+header_names = st.sampled_from(
+    [
+        *("ce_id", "CE_Source", "ce_type", "ce_specversion", "ce_time", "ce_subject"),
+        *("content-type", "ce_traceparent", "ce_partitionkey", "ce_xtra", "ce_datacontenttype"),
+        "other",
+    ]
+)
+header_values = (
+    st.sampled_from([b"1.0", b"2.0", b"", b"e-1", b"2026-11-26T10:00:00Z", b"2026-11-26T10:00"])
+    | st.sampled_from([b"application/json", b"Text/Plain", b"application/cloudevents+json"])
+    | st.binary(max_size=6)
+    | st.none()
+    | st.text(max_size=4)
+)
+required_headers = [
+    ("ce_specversion", b"1.0"),
+    ("ce_id", b"e-1"),
+    ("ce_source", b"/s"),
+    ("ce_type", b"t"),
+    ("ce_time", b"2026-11-26T10:00:00+01:00"),
+]
+
+
+@settings(max_examples=400)
+@given(
+    headers=st.lists(st.tuples(header_names, header_values), max_size=8),
+    keep_required=st.booleans(),  # without them, the quick reading is hardly ever taken
+    value=st.sampled_from([None, b"", b'{"a": [1, 2]}', b"not json", b"\xff"]),
+    key=st.none() | st.sampled_from([b"k", b"\xfe"]),
+)
+def test_the_quick_binary_reading_agrees_with_the_full_one(
+    headers: list[tuple[str, bytes | str | None]],
+    keep_required: bool,
+    value: bytes | None,
+    key: bytes | None,
+) -> None:
+    """Records of the common shape skip the full reading; whatever they are read as, it is it."""
+    headers = (required_headers if keep_required else []) + headers
+    quick = CloudEvent._read_binary_quickly(value, headers, key)
+    if quick is None:
+        return
+    full = CloudEvent._read_fully(value, headers, key)
+    if not any(name.lower() == "ce_time" for name, _ in headers):  # both stamp the reading time
+        full = full.model_copy(update={"time": quick.time})
+    assert quick == full
+    assert quick.model_dump(exclude_unset=True) == full.model_dump(exclude_unset=True)
+    assert repr(quick) == repr(full)
+
+
+def test_records_as_the_workbench_writes_them_take_the_quick_reading() -> None:
+    event = CloudEvent(source="/s", type="t", partitionkey="k", traceparent="00-ab", data={"a": 1})
+    record = event.to_kafka()
+    assert CloudEvent._read_binary_quickly(record.value, record.headers, record.key) == event

@@ -6,6 +6,7 @@ same rows, ids included, and a relationship can name an entity that has not arri
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from decimal import Decimal
 from typing import Any, Literal
@@ -76,8 +77,26 @@ class EntityChange(BaseModel):
 
 
 def entity_id(source_system: str, entity_type: str, source_id: str) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, f"entity\x1f{source_system}\x1f{entity_type}\x1f{source_id}")
+    return _uuid5(f"entity\x1f{source_system}\x1f{entity_type}\x1f{source_id}")
 
 
 def relationship_id(from_id: uuid.UUID, relationship_type: str, to_id: uuid.UUID) -> uuid.UUID:
-    return uuid.uuid5(NAMESPACE, f"relationship\x1f{from_id}\x1f{relationship_type}\x1f{to_id}")
+    return _uuid5(f"relationship\x1f{from_id}\x1f{relationship_type}\x1f{to_id}")
+
+
+_NAMESPACE_BYTES = NAMESPACE.bytes
+_VERSION_5_MASK = ~((0xC000 << 48) | (0xF000 << 64))
+_VERSION_5_BITS = (0x8000 << 48) | (5 << 76)
+
+
+def _uuid5(name: str) -> uuid.UUID:
+    """`uuid.uuid5(NAMESPACE, name)`, built without `UUID.__init__`'s argument checks.
+
+    Every event derives its entity's id, and the checks cost more than the hash.
+    """
+    digest = hashlib.sha1(_NAMESPACE_BYTES + name.encode(), usedforsecurity=False).digest()
+    value = object.__new__(uuid.UUID)
+    bits = int.from_bytes(digest[:16]) & _VERSION_5_MASK | _VERSION_5_BITS
+    object.__setattr__(value, "int", bits)
+    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
+    return value

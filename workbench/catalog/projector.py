@@ -9,7 +9,7 @@ event log with before and after state and trace ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,12 @@ GROUP = "dictamesh.catalog-projector"
 VERSION_CONFLICTS = Counter(
     "dictamesh_catalog_version_conflicts_total",
     "Entity events that claimed a version the catalog already holds with other content.",
+    ["group", "source_system"],
+    registry=REGISTRY,
+)
+REUSED_EVENT_IDS = Counter(
+    "dictamesh_catalog_reused_event_ids_total",
+    "Entity events not applied because an earlier event had the same source and id.",
     ["group", "source_system"],
     registry=REGISTRY,
 )
@@ -83,19 +89,20 @@ def _state(row: dict[str, Any] | None) -> dict[str, Any] | None:
 
 def _describe_change(before: dict[str, Any] | None, after: dict[str, Any]) -> dict[str, Any]:
     """OpenMetadata-style change description of the attributes and entity fields."""
-    old = (before or {}).get("attributes") or {}
     new = after.get("attributes") or {}
+    if before is None:
+        return {"added": sorted(new), "removed": [], "changed": []}
+    old = before.get("attributes") or {}
     description: dict[str, Any] = {
         "added": sorted(set(new) - set(old)),
         "removed": sorted(set(old) - set(new)),
         "changed": sorted(k for k in set(old) & set(new) if old[k] != new[k]),
     }
-    if before is not None:
-        description["fields"] = sorted(
-            name
-            for name in ("domain", "display_name", "owners", "tags", "is_deleted")
-            if before.get(name) != after.get(name)
-        )
+    description["fields"] = sorted(
+        name
+        for name in ("domain", "display_name", "owners", "tags", "is_deleted")
+        if before.get(name) != after.get(name)
+    )
     return description
 
 
@@ -110,7 +117,11 @@ _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_entities (
     id uuid, domain text, source_system text, entity_type text, source_id text, version bigint,
     display_name text, attributes jsonb, owners text[], tags text[], is_deleted boolean,
-    deleted_at timestamptz, created_at timestamptz, updated_at timestamptz
+    deleted_at timestamptz, created_at timestamptz, updated_at timestamptz,
+    source_updated_at timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_cache (
+    entity_id uuid, version bigint, at timestamptz, changes bigint
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_log (
     event_id text, event_source text, event_type text, subject text, entity_id uuid,
@@ -124,7 +135,8 @@ CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_log (
 class _BatchPlan:
     """What one batch does to the catalog, worked out in memory before anything is written."""
 
-    def __init__(self) -> None:
+    def __init__(self, stored: set[uuid.UUID]) -> None:
+        self.stored = stored  # entities the catalog held when the batch started
         self.entities: dict[uuid.UUID, list[Any]] = {}
         self.log: list[tuple[Any, ...]] = []
         self.late: list[tuple[ConsumedEvent, uuid.UUID, dict[str, Any]]] = []
@@ -177,6 +189,7 @@ class _BatchPlan:
             at if prepared.deleted else None,
             staged[12] if staged else at,
             at,
+            at,
         ]
         trace_id, span_id = _trace_ids(event.traceparent)
         self.log.append(
@@ -205,88 +218,149 @@ class _BatchPlan:
         elif change.relationships is not None:
             self.edges.append((entity, change, at))
 
-    def write(self, conn: psycopg.Connection[Any]) -> None:
-        if not self.entities:
-            return
-        conn.execute(_STAGING)
+    def append(self, conn: psycopg.Connection[Any]) -> None:
+        """Write the batch, appending wherever nothing can be there yet.
+
+        Every logged version is newer than anything the catalog holds for its entity, and an
+        entity absent when the batch began has no row anywhere, so the common case is COPY into
+        the tables themselves; only entities the catalog holds are merged. A unique violation
+        (an event id logged before, another writer of the same entity) is the caller's to handle.
+        """
+        new = [row for row in self.entities.values() if row[0] not in self.stored]
+        held = [row for row in self.entities.values() if row[0] in self.stored]
+        cache = self._cache_rows()
         with conn.cursor() as cursor:
-            for table, rows in (
-                ("dictamesh_stage_entities", self.entities.values()),
-                ("dictamesh_stage_log", self.log),
-            ):
-                with cursor.copy(f"COPY {table} FROM STDIN") as copy:
-                    copy.write("".join(map(copy_text_line, rows)))
-            cursor.execute(
-                """
-                INSERT INTO dictamesh_entity_catalog AS e
-                    (id, domain, source_system, entity_type, source_id, version, display_name,
-                     attributes, owners, tags, is_deleted, deleted_at, created_at, updated_at,
-                     source_updated_at)
-                SELECT id, domain, source_system, entity_type, source_id, version, display_name,
-                       attributes, owners, tags, is_deleted, deleted_at, created_at, updated_at,
-                       updated_at
-                FROM dictamesh_stage_entities
-                ON CONFLICT (id) DO UPDATE SET
-                    domain = EXCLUDED.domain, version = EXCLUDED.version,
-                    display_name = EXCLUDED.display_name, attributes = EXCLUDED.attributes,
-                    owners = EXCLUDED.owners, tags = EXCLUDED.tags,
-                    is_deleted = EXCLUDED.is_deleted, deleted_at = EXCLUDED.deleted_at,
-                    updated_at = EXCLUDED.updated_at,
-                    source_updated_at = EXCLUDED.source_updated_at
-                WHERE e.version < EXCLUDED.version
-                """
+            _copy_rows(cursor, f"dictamesh_entity_catalog ({_ENTITY_COLUMNS})", new)
+            _copy_rows(cursor, f"dictamesh_event_log ({_LOG_COLUMNS})", self.log)
+            _copy_rows(
+                cursor,
+                f"dictamesh_cache_status ({_CACHE_COLUMNS})",
+                [_new_cache_row(row) for row in cache if row[0] not in self.stored],
             )
+        if held:
+            _merge(conn, held, [], [row for row in cache if row[0] in self.stored])
+
+    def merge(self, conn: psycopg.Connection[Any]) -> None:
+        """Write the batch through staging tables, each row guarded against what is stored."""
+        if self.entities:
+            _merge(conn, list(self.entities.values()), self.log, self._cache_rows())
+
+    def _cache_rows(self) -> list[list[Any]]:
+        """Per entity: its newest logged version, and how many changes this batch made."""
+        latest: dict[uuid.UUID, list[Any]] = {}
+        for row in self.log:  # an entity's rows are in increasing version order
+            entity, version, at = row[4], row[5], row[16]
+            changes = latest[entity][3] + 1 if entity in latest else 1
+            latest[entity] = [entity, version, at, changes]
+        return list(latest.values())
+
+
+def _merge(
+    conn: psycopg.Connection[Any],
+    entities: list[list[Any]],
+    log: list[tuple[Any, ...]],
+    cache: list[list[Any]],
+) -> None:
+    """Upsert through staging tables, each guarded against what the tables already hold."""
+    conn.execute(_STAGING)
+    with conn.cursor() as cursor:
+        _copy_rows(cursor, "dictamesh_stage_entities", entities)
+        _copy_rows(cursor, "dictamesh_stage_log", log)
+        _copy_rows(cursor, "dictamesh_stage_cache", cache)
+        cursor.execute(
+            f"""
+            INSERT INTO dictamesh_entity_catalog AS e ({_ENTITY_COLUMNS})
+            SELECT {_ENTITY_COLUMNS} FROM dictamesh_stage_entities
+            ON CONFLICT (id) DO UPDATE SET
+                domain = EXCLUDED.domain, version = EXCLUDED.version,
+                display_name = EXCLUDED.display_name, attributes = EXCLUDED.attributes,
+                owners = EXCLUDED.owners, tags = EXCLUDED.tags,
+                is_deleted = EXCLUDED.is_deleted, deleted_at = EXCLUDED.deleted_at,
+                updated_at = EXCLUDED.updated_at,
+                source_updated_at = EXCLUDED.source_updated_at
+            WHERE e.version < EXCLUDED.version
+            """  # noqa: S608 - fixed column lists
+        )
+        if log:
             cursor.execute(
-                """
-                INSERT INTO dictamesh_event_log
-                    (event_id, event_source, event_type, subject, entity_id, entity_version,
-                     before_state, after_state, change_description, trace_id, span_id,
-                     correlation_id, causation_id, topic, kafka_partition, kafka_offset,
-                     occurred_at)
+                f"""
+                INSERT INTO dictamesh_event_log ({_LOG_COLUMNS})
                 SELECT s.* FROM dictamesh_stage_log s
                 WHERE NOT EXISTS (SELECT 1 FROM dictamesh_event_log l
                                   WHERE l.entity_id = s.entity_id
                                     AND l.entity_version = s.entity_version)
                 ON CONFLICT (event_source, event_id) DO NOTHING
-                """
+                """  # noqa: S608 - fixed column lists
             )
-            cursor.execute(
-                """
-                INSERT INTO dictamesh_cache_status AS c
-                    (cache_key, entity_id, cache_layer, last_refreshed_at, source_version,
-                     is_stale, invalidation_count, last_invalidated_at,
-                     last_invalidation_reason, updated_at)
-                SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, changes > 1,
-                       changes - 1, CASE WHEN changes > 1 THEN at END,
-                       CASE WHEN changes > 1 THEN 'entity changed' END, at
-                FROM (SELECT DISTINCT ON (entity_id) entity_id, entity_version AS version,
-                             occurred_at AS at,
-                             count(*) OVER (PARTITION BY entity_id) AS changes
-                      FROM dictamesh_stage_log
-                      ORDER BY entity_id, entity_version DESC) AS latest
-                ON CONFLICT (cache_key) DO UPDATE SET
-                    last_refreshed_at = EXCLUDED.last_refreshed_at,
-                    source_version = EXCLUDED.source_version, is_stale = true,
-                    invalidation_count = c.invalidation_count + EXCLUDED.invalidation_count + 1,
-                    last_invalidated_at = EXCLUDED.updated_at,
-                    last_invalidation_reason = 'entity changed', updated_at = EXCLUDED.updated_at
-                """
-            )
+        cursor.execute(
+            f"""
+            INSERT INTO dictamesh_cache_status AS c ({_CACHE_COLUMNS})
+            SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, changes > 1,
+                   changes - 1, CASE WHEN changes > 1 THEN at END,
+                   CASE WHEN changes > 1 THEN 'entity changed' END, at
+            FROM dictamesh_stage_cache
+            ON CONFLICT (cache_key) DO UPDATE SET
+                last_refreshed_at = EXCLUDED.last_refreshed_at,
+                source_version = EXCLUDED.source_version, is_stale = true,
+                invalidation_count = c.invalidation_count + EXCLUDED.invalidation_count + 1,
+                last_invalidated_at = EXCLUDED.updated_at,
+                last_invalidation_reason = 'entity changed', updated_at = EXCLUDED.updated_at
+            """  # noqa: S608 - fixed column lists
+        )
+
+
+_ENTITY_COLUMNS = (
+    "id, domain, source_system, entity_type, source_id, version, display_name, attributes, "
+    "owners, tags, is_deleted, deleted_at, created_at, updated_at, source_updated_at"
+)
+_LOG_COLUMNS = (
+    "event_id, event_source, event_type, subject, entity_id, entity_version, before_state, "
+    "after_state, change_description, trace_id, span_id, correlation_id, causation_id, topic, "
+    "kafka_partition, kafka_offset, occurred_at"
+)
+_CACHE_COLUMNS = (
+    "cache_key, entity_id, cache_layer, last_refreshed_at, source_version, is_stale, "
+    "invalidation_count, last_invalidated_at, last_invalidation_reason, updated_at"
+)
+
+
+def _new_cache_row(latest: list[Any]) -> tuple[Any, ...]:
+    """The cache-status row of an entity first seen in this batch (as the merge would make it)."""
+    entity, version, at, changes = latest
+    changed = changes > 1
+    return (
+        f"entity:{entity}",
+        entity,
+        "L2",
+        at,
+        version,
+        changed,
+        changes - 1,
+        at if changed else None,
+        "entity changed" if changed else None,
+        at,
+    )
+
+
+def _copy_rows(cursor: psycopg.Cursor[Any], target: str, rows: Iterable[Sequence[Any]]) -> None:
+    payload = "".join(map(copy_text_line, rows))
+    if payload:
+        with cursor.copy(f"COPY {target} FROM STDIN") as copy:
+            copy.write(payload)
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
-
-
-_COPY_CONSTANTS = {None: "\\N", True: "t", False: "f"}
 
 
 def copy_text_line(values: Sequence[Any]) -> str:
     """One row in COPY's text format; the types the projector stages, formatted in one pass.
 
     psycopg's `write_row` adapts each value through its dumper registry, which dominated the
-    projector's Python time; the staged columns only hold the few types handled here.
+    projector's Python time; the staged columns only hold the few types handled here, each
+    formatted by the function its exact type selects.
     """
-    return "\t".join(map(_copy_field, values)) + "\n"
+    fields = [_COPY_FORMATS.get(type(value), _copy_unknown)(value) for value in values]
+    return "\t".join(fields) + "\n"
 
 
 def _copy_escaped(text: str) -> str:
@@ -296,21 +370,30 @@ def _copy_escaped(text: str) -> str:
     return text
 
 
-def _copy_field(value: Any) -> str:
-    if value is None or value is True or value is False:  # identity: 1 and 0 are ints here
-        return _COPY_CONSTANTS[value]
-    if isinstance(value, str):
-        return _copy_escaped(value)
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, list):
-        items = ",".join(
-            '"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"' for item in value
-        )
-        return _copy_escaped("{" + items + "}")
-    if isinstance(value, int | uuid.UUID):
-        return str(value)
+def _copy_array(items: list[Any]) -> str:
+    quoted = ",".join(
+        '"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items
+    )
+    return _copy_escaped("{" + quoted + "}")
+
+
+def _copy_unknown(value: Any) -> str:
+    """Subclasses of the staged types (a str enum, an int flag) are formatted as their base."""
+    for base in (bool, str, int, datetime, uuid.UUID, list):
+        if isinstance(value, base):
+            return _COPY_FORMATS[base](value)
     raise TypeError(f"cannot stage a {type(value).__name__} value")
+
+
+_COPY_FORMATS: dict[type, Callable[[Any], str]] = {
+    str: _copy_escaped,
+    type(None): lambda _: "\\N",
+    bool: lambda value: "t" if value else "f",
+    int: str,
+    uuid.UUID: str,
+    datetime: datetime.isoformat,
+    list: _copy_array,
+}
 
 
 def _json(value: Any) -> str | None:
@@ -338,21 +421,13 @@ class CatalogProjector:
         """
         if not batch:
             return
-        ids = list({prepared.entity for _, prepared in batch})
-        with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-            current: dict[uuid.UUID, dict[str, Any]] = {
-                row["id"]: row
-                for row in cursor.execute(
-                    "SELECT id, domain, display_name, attributes, owners, tags, version, "
-                    "is_deleted FROM dictamesh_entity_catalog WHERE id = ANY(%s) "
-                    "ORDER BY id FOR UPDATE",
-                    (ids,),
-                )
-            }
-        plan = _BatchPlan()
-        for consumed, prepared in batch:
-            plan.add(consumed, prepared, current)
-        plan.write(conn)
+        plan = _plan(conn, batch)
+        try:
+            with conn.transaction():
+                plan.append(conn)
+        except psycopg.errors.UniqueViolation:
+            plan = _plan(conn, self._without_reused_ids(conn, batch))
+            plan.merge(conn)
         if plan.late:
             # Replays (a restart, a reset offset) arrive as versions already in the history:
             # one query finds them, and only versions never seen take the slower late path.
@@ -377,6 +452,38 @@ class CatalogProjector:
                 "WHERE from_entity_id = %s AND NOT is_deleted",
                 [(at, entity) for entity, at in plan.retired],
             )
+
+    def _without_reused_ids(
+        self, conn: psycopg.Connection[Any], batch: Sequence[tuple[ConsumedEvent, PreparedChange]]
+    ) -> list[tuple[ConsumedEvent, PreparedChange]]:
+        """The batch less events whose id (with their source) an earlier event already used.
+
+        Source and id identify a CloudEvent, so an event reusing them for another change is
+        a duplicate to its consumers: the first one stands, the others are named in the log. A
+        re-delivery of the same event stays; the version guard makes it a no-op.
+        """
+        logged = _logged_event_ids(conn, [consumed.event for consumed, _ in batch])
+        kept = []
+        for consumed, prepared in batch:
+            event = consumed.event
+            claimed = (prepared.entity, prepared.change.version)
+            first = logged.setdefault((event.source, event.id), claimed)
+            if first == claimed:
+                kept.append((consumed, prepared))
+                continue
+            REUSED_EVENT_IDS.labels(self.group, prepared.change.source_system).inc()
+            log.warning(
+                "event id reused: event not applied",
+                event_id=event.id,
+                event_source=event.source,
+                entity=prepared.change.ref.key,
+                version=prepared.change.version,
+                topic=consumed.topic,
+                partition=consumed.partition,
+                offset=consumed.offset,
+                fix="give every event an id of its own",
+            )
+        return kept
 
     def _report_conflict(
         self,
@@ -455,6 +562,41 @@ class CatalogProjector:
             "WHERE from_entity_id = %s AND NOT is_deleted AND NOT (id = ANY(%s))",
             (at, entity, keep),
         )
+
+
+def _plan(
+    conn: psycopg.Connection[Any], batch: Sequence[tuple[ConsumedEvent, PreparedChange]]
+) -> _BatchPlan:
+    """Lock the batch's entities, then work out in memory what the batch does to them."""
+    ids = list({prepared.entity for _, prepared in batch})
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
+        current: dict[uuid.UUID, dict[str, Any]] = {
+            row["id"]: row
+            for row in cursor.execute(
+                "SELECT id, domain, display_name, attributes, owners, tags, version, "
+                "is_deleted FROM dictamesh_entity_catalog WHERE id = ANY(%s) "
+                "ORDER BY id FOR UPDATE",
+                (ids,),
+            )
+        }
+    plan = _BatchPlan(set(current))
+    for consumed, prepared in batch:
+        plan.add(consumed, prepared, current)
+    return plan
+
+
+def _logged_event_ids(
+    conn: psycopg.Connection[Any], events: Sequence[Any]
+) -> dict[tuple[str, str], tuple[uuid.UUID, int]]:
+    """The entity version each of these events (by source and id) was logged as, if any."""
+    rows = conn.execute(
+        "SELECT event_source, event_id, entity_id, entity_version FROM dictamesh_event_log "
+        "WHERE (event_source, event_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([event.source for event in events], [event.id for event in events]),
+    ).fetchall()
+    return {
+        (source, event_id): (entity, int(version)) for source, event_id, entity, version in rows
+    }
 
 
 def _logged_versions(

@@ -11,6 +11,8 @@ restarting, a lost connection) pause the partitions and retry with backoff.
 
 from __future__ import annotations
 
+import collections
+import gc
 import signal
 import threading
 import time
@@ -148,6 +150,21 @@ class RunnerConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+GARBAGE_INTERVAL = 30.0  # seconds between the runner's own collections when automatic GC is off
+
+
+def collect_garbage_between_batches() -> None:
+    """For processes that only run consumers: no cyclic collections in the middle of a batch.
+
+    A batch makes tens of thousands of short-lived objects, freed by reference counting; the
+    automatic collector walked them again and again and took a fifth of the projector's Python
+    time. With it off, each runner collects between batches every `GARBAGE_INTERVAL` seconds,
+    and the objects made at start-up (modules, settings) are frozen out of those collections.
+    """
+    gc.freeze()
+    gc.disable()
+
+
 def _transient(exc: BaseException) -> bool:
     """Worth retrying: the database blinked, or a sink says its failure is transient."""
     if isinstance(exc, DictaMeshError):
@@ -218,6 +235,7 @@ class ConsumerRunner(Generic[P]):
         self.applied = 0
         self.dead_lettered = 0
         self._pending: _Decoded[P] | None = None
+        self._collected_at = time.monotonic()
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -254,6 +272,7 @@ class ConsumerRunner(Generic[P]):
                 self._apply_pending()
                 if reading is not None:
                     self._pending = reading.result()
+                self._collect_garbage()
             self._apply_pending()
         finally:
             reader.shutdown()
@@ -268,6 +287,13 @@ class ConsumerRunner(Generic[P]):
                 applied=self.applied,
                 dead_lettered=self.dead_lettered,
             )
+
+    def _collect_garbage(self) -> None:
+        """Between batches, when the process turned automatic collection off."""
+        if gc.isenabled() or time.monotonic() - self._collected_at < GARBAGE_INTERVAL:
+            return
+        gc.collect()
+        self._collected_at = time.monotonic()
 
     # -- offsets live with the sink ----------------------------------------------------------
     def _connection(self) -> psycopg.Connection[Any]:
@@ -366,9 +392,10 @@ class ConsumerRunner(Generic[P]):
                 rejected = self._apply_one_by_one(conn, good)
             self._store_offsets(conn, messages)
             conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, self.sink.group))
-        for message, consumed, _ in good:
-            if not any(r.message is message for r in rejected):
-                EVENTS_APPLIED.labels(self.sink.group, consumed.topic).inc()
+        refused = {id(r.message) for r in rejected}
+        applied = collections.Counter(c.topic for m, c, _ in good if id(m) not in refused)
+        for topic, count in applied.items():
+            EVENTS_APPLIED.labels(self.sink.group, topic).inc(count)
         return rejected
 
     def _apply_one_by_one(

@@ -150,6 +150,19 @@ class CloudEvent(BaseModel):
         key: bytes | None = None,
     ) -> CloudEvent:
         """Read a record in either content mode; raise `InvalidEventError` when it is not one."""
+        if headers:
+            quick = cls._read_binary_quickly(value, headers, key)
+            if quick is not None:
+                return quick
+        return cls._read_fully(value, headers, key)
+
+    @classmethod
+    def _read_fully(
+        cls,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | str | None]] | None,
+        key: bytes | None,
+    ) -> CloudEvent:
         header_map = {name.lower(): _text(raw) for name, raw in (headers or [])}
         content_type = header_map.get("content-type") or ""
         if content_type.startswith("application/cloudevents"):
@@ -165,6 +178,42 @@ class CloudEvent(BaseModel):
             "The record has neither a ce_specversion header (binary mode) nor a content-type of "
             f"application/cloudevents+json (structured mode); content-type was {content_type!r}.",
         )
+
+    @classmethod
+    def _read_binary_quickly(
+        cls,
+        value: bytes | None,
+        headers: Iterable[tuple[str, bytes | str | None]],
+        key: bytes | None,
+    ) -> CloudEvent | None:
+        """A binary-mode record of the common shape, read in one pass; None to read it fully.
+
+        Every record of the pipeline passes here. Anything unusual (an extension, a header that is
+        not UTF-8 bytes, a missing or empty required attribute, a time without its zone, data that
+        is not JSON) returns None, and the full reading produces the event or its precise error.
+        """
+        found = _quick_attributes(headers)
+        if found is None:
+            return None
+        values, given = found
+        content_type = values["datacontenttype"]
+        if content_type is not None and content_type.startswith("application/cloudevents"):
+            return None
+        stamped = utcnow() if values["time"] is None else _aware_time(values["time"])
+        if stamped is None:
+            return None
+        values["time"] = stamped
+        if key is not None and "partitionkey" not in given:
+            values["partitionkey"] = _text(key)
+            given.add("partitionkey")
+        values["data"] = value
+        if value is not None and _is_json(content_type):
+            try:
+                values["data"] = orjson.loads(value) if value else None
+            except orjson.JSONDecodeError:
+                return None
+        values["extensions"] = {}
+        return cls._trusted(values, given)
 
     @classmethod
     def _from_binary(
@@ -270,6 +319,36 @@ _OPTIONAL_DEFAULTS: dict[str, Any] = {
 
 
 _FIELD_ORDER = tuple(CloudEvent.model_fields)
+_UNSET_FIELDS: dict[str, Any] = {**dict.fromkeys(_FIELD_ORDER), "specversion": SPEC_VERSION}
+_QUICK_TEXT = frozenset((*_REQUIRED_TEXT, *_OPTIONAL_TEXT, "time")) - {"datacontenttype"}
+
+
+def _quick_attributes(
+    headers: Iterable[tuple[str, bytes | str | None]],
+) -> tuple[dict[str, Any], set[str]] | None:
+    """Every field from binary-mode headers and the names given; None for anything unusual."""
+    values = dict(_UNSET_FIELDS)
+    given = {"datacontenttype", "time", "specversion"}
+    has_specversion = False
+    try:
+        for raw_name, raw in headers:
+            if type(raw) is not bytes:
+                return None
+            name = raw_name.lower()
+            if name.startswith("ce_") and name[3:] in _QUICK_TEXT:
+                values[name[3:]] = raw.decode()
+                given.add(name[3:])
+            elif name == "ce_specversion" and raw == b"1.0":
+                has_specversion = True
+            elif name == "content-type":
+                values["datacontenttype"] = raw.decode()
+            elif name.startswith("ce_"):  # an extension, or specversion other than 1.0
+                return None
+    except UnicodeDecodeError:
+        return None
+    if not (has_specversion and values["id"] and values["source"] and values["type"]):
+        return None
+    return values, given
 
 
 def _checked_attributes(known: dict[str, Any], extensions: dict[str, str]) -> dict[str, Any] | None:
