@@ -33,7 +33,6 @@ from workbench.events.topics import TopicSpec, ensure_topics
 from workbench.stack import Endpoints
 
 QUIX_TOPIC = "bench.quix"
-CONSUMER_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 500}
 BATCH_SIZE = 5000  # records per transaction in the throughput run (DICTAMESH_CONSUMER_BATCH_SIZE)
 
 QUIX_APP = """
@@ -41,10 +40,11 @@ import sys
 from quixstreams import Application
 from quixstreams.sinks.community.postgresql import PostgreSQLSink
 
-bootstrap, host, port, dbname, user, password, topic_name = sys.argv[1:8]
+bootstrap, host, port, dbname, user, password, topic_name, session_timeout = sys.argv[1:9]
 app = Application(broker_address=bootstrap, consumer_group="quix-bench",
                   auto_offset_reset="earliest", loglevel="WARNING",
-                  consumer_extra_config={"session.timeout.ms": 6000, "heartbeat.interval.ms": 500})
+                  consumer_extra_config={"session.timeout.ms": int(session_timeout),
+                                         "heartbeat.interval.ms": 500})
 topic = app.topic(topic_name, value_deserializer="json")
 sink = PostgreSQLSink(host=host, port=int(port), dbname=dbname, user=user, password=password,
                       table_name="quix_events", schema_auto_update=True)
@@ -122,6 +122,7 @@ def run_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[st
         url.username or "postgres",
         url.password or "",
         QUIX_TOPIC,
+        str(endpoints.group_session_timeout_ms),  # the group timeouts the projector gets
     ]
     consumers = [
         subprocess.Popen(

@@ -156,7 +156,16 @@ def test_configured_component_is_used_instead_of_started(
     monkeypatch.setenv("DICTAMESH_REDIS_URL", stack.redis_url)
     external = Stack(load_settings())
     assert external.embedded() == []
-    assert external.up() == stack
+    up = external.up()
+    assert (up.postgres_url, up.kafka_bootstrap, up.redis_url) == (
+        stack.postgres_url,
+        stack.kafka_bootstrap,
+        stack.redis_url,
+    )
+    assert up.group_session_timeout_ms == 6000, "Kafka refuses less by default"
+    assert stack.group_session_timeout_ms == 2000, "the embedded broker forms groups sooner"
+    monkeypatch.setenv("DICTAMESH_CONSUMER_SESSION_TIMEOUT_MS", "10000")
+    assert Stack(load_settings()).endpoints().group_session_timeout_ms == 10000
     assert not (tmp_path / "other" / "run").exists(), "nothing may be started for external parts"
     rows = external.status()
     assert [row.healthy for row in rows] == [True, True, True]

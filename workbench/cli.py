@@ -18,8 +18,7 @@ from workbench.search.cli import search_app
 from workbench.settings import Settings, load_settings
 
 if TYPE_CHECKING:
-    from workbench.client import Workbench
-    from workbench.stack import ComponentStatus, Stack
+    from workbench.stack import ComponentStatus, Endpoints, Stack
 
 
 app = typer.Typer(
@@ -240,38 +239,65 @@ def consume(
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
 ) -> None:
     """Run every projector (consumer group) until SIGTERM or Ctrl-C."""
-    from workbench.client import connect
-    from workbench.events.consumer import collect_garbage_between_batches
+    from workbench.events.consumer import ConsumerRunner, collect_garbage_between_batches
+    from workbench.events.topics import ensure_topics
     from workbench.events.workers import build_runners
+    from workbench.stack import ensure_up
 
-    workbench = connect(_settings())
+    settings = _settings()
+    endpoints = ensure_up(settings)
+    ensure_topics(endpoints.kafka_bootstrap)
     if processes > 1:
-        _supervise_consumers(workbench, sink or [], processes)
+        _migrate_catalog(endpoints)
+        _supervise_consumers(endpoints, sink or [], processes)
         return
-    collect_garbage_between_batches()
     runners = build_runners(
-        workbench.endpoints,
+        endpoints,
         sink,
-        batch_size=workbench.settings.consumer_batch_size,
+        batch_size=settings.consumer_batch_size,
         reset_empty_group=not supervised,  # the supervisor did it once for all its processes
     )
-    if len(runners) == 1:
-        runners[0].run()  # in the main thread: SIGTERM stops it cleanly
-        return
     import signal
     import threading
 
     from workbench.events.workers import Workers
 
-    workers = Workers(runners).start()
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def stop_all(*_: Any) -> None:
+        stop.set()
+        for runner in runners:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+    # The broker takes a while to form a group: join first, bring the schema up meanwhile
+    # (a supervisor did that before starting its processes).
+    for runner in runners:
+        if isinstance(runner, ConsumerRunner):
+            runner.join_group()
+    if not supervised:
+        _migrate_catalog(endpoints)
+    collect_garbage_between_batches()
+    if len(runners) == 1:
+        runners[0].run()  # in the main thread, until SIGTERM
+        return
+    workers = Workers(runners).start()
     stop.wait()
     workers.stop()
 
 
-def _supervise_consumers(workbench: Workbench, sinks: list[str], processes: int) -> None:
+def _migrate_catalog(endpoints: Endpoints) -> None:
+    from workbench import db
+
+    engine = db.make_engine(endpoints.postgres_url)
+    try:
+        db.migrate_up(engine)
+    finally:
+        engine.dispose()
+
+
+def _supervise_consumers(endpoints: Endpoints, sinks: list[str], processes: int) -> None:
     """Start `processes` single-process consumers and stop them all on SIGTERM or Ctrl-C.
 
     One Python process applies a batch at a time; several share a group's partitions, so the
@@ -292,7 +318,7 @@ def _supervise_consumers(workbench: Workbench, sinks: list[str], processes: int)
     found = discover_sinks()
     for name in sinks or found:
         if name in found:
-            forget_empty_group(workbench.endpoints.kafka_bootstrap, found[name]().group)
+            forget_empty_group(endpoints.kafka_bootstrap, found[name].load()().group)
     children = [subprocess.Popen(command) for _ in range(processes)]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

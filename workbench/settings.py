@@ -80,6 +80,12 @@ class Settings(BaseSettings):
     consumer_batch_size: int = Field(
         default=500, ge=1, le=100_000, description="Records a consumer applies per transaction."
     )
+    consumer_session_timeout_ms: int | None = Field(
+        default=None,
+        ge=1000,
+        le=3_600_000,
+        description="Kafka group session timeout (default 2 s embedded, 6 s external).",
+    )
 
     master_key_source: str = Field(default="file")
     master_key: SecretStr | None = Field(default=None, description="With master_key_source=env.")

@@ -9,7 +9,7 @@ event log with before and after state and trace ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import psycopg
 from prometheus_client import Counter
+from psycopg.copy import LibpqWriter
 from psycopg.types.json import Jsonb
 from pydantic import ValidationError
 
@@ -342,11 +343,16 @@ def _new_cache_row(latest: list[Any]) -> tuple[Any, ...]:
     )
 
 
-def _copy_rows(cursor: psycopg.Cursor[Any], target: str, rows: Iterable[Sequence[Any]]) -> None:
-    payload = "".join(map(copy_text_line, rows))
-    if payload:
-        with cursor.copy(f"COPY {target} FROM STDIN") as copy:
-            copy.write(payload)
+_COPY_CHUNK = 250  # rows encoded per write: Postgres stores a chunk while the next is encoded
+
+
+def _copy_rows(cursor: psycopg.Cursor[Any], target: str, rows: Sequence[Sequence[Any]]) -> None:
+    if not rows:
+        return
+    writer = LibpqWriter(cursor, flush_threshold=0)  # send each chunk now, not at 1 MB
+    with cursor.copy(f"COPY {target} FROM STDIN", writer=writer) as copy:
+        for start in range(0, len(rows), _COPY_CHUNK):
+            copy.write("".join(map(copy_text_line, rows[start : start + _COPY_CHUNK])))
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})

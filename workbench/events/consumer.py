@@ -236,6 +236,7 @@ class ConsumerRunner(Generic[P]):
         self.dead_lettered = 0
         self._pending: _Decoded[P] | None = None
         self._collected_at = time.monotonic()
+        self._joined = False
 
     # -- life cycle ---------------------------------------------------------------------------
     @property
@@ -249,17 +250,27 @@ class ConsumerRunner(Generic[P]):
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def run(self, *, until: Callable[[], bool] | None = None) -> None:
-        """Consume until stopped; `until` is checked after every poll (tests use it)."""
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, lambda *_: self.stop())
-            signal.signal(signal.SIGINT, lambda *_: self.stop())
+    def join_group(self) -> None:
+        """Subscribe (once), so the broker forms the group while the process does other work.
+
+        Partitions are assigned, and their stored offsets read, only once `run` polls.
+        """
+        if self._joined:
+            return
         if self.config.reset_empty_group:
             forget_empty_group(self.config.bootstrap, self.sink.group)
         self.consumer.subscribe(
             list(self.sink.topics), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
+        self._joined = True
         log.info("consumer started", group=self.sink.group, topics=list(self.sink.topics))
+
+    def run(self, *, until: Callable[[], bool] | None = None) -> None:
+        """Consume until stopped; `until` is checked after every poll (tests use it)."""
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: self.stop())
+            signal.signal(signal.SIGINT, lambda *_: self.stop())
+        self.join_group()
         # Reading and preparing a batch is Python work; applying one is mostly waiting on
         # Postgres. Overlapping the two keeps both cores busy: batch N+1 is read in this
         # thread-pool worker while batch N commits here. Commits stay in order, one at a time.

@@ -8,7 +8,6 @@ partitions are spread over them; outbox relays share the pending rows.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any, Protocol
@@ -34,9 +33,13 @@ class Worker(Protocol):
     def stop(self) -> None: ...
 
 
-def discover_sinks() -> dict[str, Callable[[], Any]]:
-    """Sink factories by entry-point name."""
-    return {ep.name: ep.load() for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+def discover_sinks() -> dict[str, metadata.EntryPoint]:
+    """Sink entry points by name; `.load()` imports a sink's module and gives its factory.
+
+    Only the sinks a process runs are loaded: their modules bring their own dependencies
+    (numpy for search, DuckDB for analytics) that a catalog-only consumer does not need.
+    """
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
 @dataclass
@@ -80,12 +83,13 @@ def build_runners(
         from workbench.errors import UnknownNameError
 
         raise UnknownNameError("sink", unknown[0], [*sinks, RELAY])
+    config.setdefault("session_timeout_ms", endpoints.group_session_timeout_ms)
     runner_config = RunnerConfig(
         bootstrap=endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url, **config
     )
     return [
         OutboxRelay(endpoints.kafka_bootstrap, endpoints.postgres_url)
         if name == RELAY
-        else ConsumerRunner(sinks[name](), runner_config)
+        else ConsumerRunner(sinks[name].load()(), runner_config)
         for name in chosen
     ]
