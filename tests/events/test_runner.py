@@ -325,3 +325,37 @@ def test_a_consumer_started_after_a_group_of_two_stopped_gets_its_partitions(
     deadline = time.monotonic() + 60
     later.run(until=lambda: handle.event.id in later.sink.seen or time.monotonic() > deadline)
     assert handle.event.id in later.sink.seen, "the consumer started later never got its partitions"
+
+
+def test_a_consumer_process_frees_cyclic_garbage_between_batches(
+    workbench: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dictamesh consume` turns automatic collection off; its runners collect instead."""
+    import gc
+    import weakref
+
+    from workbench.events import consumer
+
+    class Node:
+        partner: Any = None
+
+    monkeypatch.setattr(consumer, "GARBAGE_INTERVAL", 0.0)
+    consumer.collect_garbage_between_batches()
+    try:
+        assert not gc.isenabled()
+        first, second = Node(), Node()
+        first.partner, second.partner = second, first  # a cycle: reference counts never free it
+        gone = weakref.ref(first)
+        del first, second
+        assert gone() is not None
+        config = RunnerConfig(
+            bootstrap=workbench.endpoints.kafka_bootstrap,
+            postgres_url=workbench.endpoints.postgres_url,
+        )
+        runner = ConsumerRunner(_Recorder(f"garbage-{uuid.uuid4().hex[:8]}"), config)
+        polls = iter(range(2))
+        runner.run(until=lambda: next(polls, 1) == 1)  # one poll, then stop
+        assert gone() is None, "the runner did not collect between batches"
+    finally:
+        gc.enable()
+        gc.unfreeze()
