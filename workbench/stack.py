@@ -50,6 +50,7 @@ from workbench.settings import Settings, env_name, redact_url
 if TYPE_CHECKING:
     from workbench.observability import HealthReport
 
+KAFKA_GROUP_SESSION_TIMEOUT_MS = 6000  # Kafka's group.min.session.timeout.ms by default
 EMBEDDED_GROUP_SESSION_TIMEOUT_MS = 2000  # a new group forms in 1 s instead of 3
 COMPONENTS = ("postgres", "broker", "redis")
 LOOPBACK = "127.0.0.1"
@@ -66,7 +67,7 @@ class Endpoints:
     redis_url: str
     # The consumer-group session timeout for this broker: the embedded one waits half of it for
     # members before forming a new group; Kafka refuses under 6 s by default.
-    group_session_timeout_ms: int = 6000
+    group_session_timeout_ms: int = KAFKA_GROUP_SESSION_TIMEOUT_MS
 
     def __repr__(self) -> str:
         return (
@@ -700,7 +701,11 @@ class Stack:
             if s.redis_url
             else self.components["redis"].url(),
             group_session_timeout_ms=s.consumer_session_timeout_ms
-            or (6000 if s.kafka_bootstrap else EMBEDDED_GROUP_SESSION_TIMEOUT_MS),
+            or (
+                KAFKA_GROUP_SESSION_TIMEOUT_MS
+                if s.kafka_bootstrap
+                else EMBEDDED_GROUP_SESSION_TIMEOUT_MS
+            ),
         )
 
     def is_up(self) -> bool:

@@ -385,9 +385,9 @@ def _copy_array(items: list[Any]) -> str:
 
 def _copy_unknown(value: Any) -> str:
     """Subclasses of the staged types (a str enum, an int flag) are formatted as their base."""
-    for base in (bool, str, int, datetime, uuid.UUID, list):
+    for base, formatted in _COPY_FORMATS.items():
         if isinstance(value, base):
-            return _COPY_FORMATS[base](value)
+            return formatted(value)
     raise TypeError(f"cannot stage a {type(value).__name__} value")
 
 

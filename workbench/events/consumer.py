@@ -29,6 +29,7 @@ from workbench.errors import DictaMeshError
 from workbench.events.envelope import CloudEvent, InvalidEventError
 from workbench.events.topics import dead_letter_topic
 from workbench.observability import REGISTRY, get_logger
+from workbench.stack import KAFKA_GROUP_SESSION_TIMEOUT_MS
 
 log = get_logger(__name__)
 P = TypeVar("P")
@@ -141,7 +142,7 @@ class RunnerConfig:
     postgres_url: str
     batch_size: int = 500
     poll_timeout: float = 0.2
-    session_timeout_ms: int = 6000
+    session_timeout_ms: int = KAFKA_GROUP_SESSION_TIMEOUT_MS  # safe on any broker
     heartbeat_interval_ms: int = 500
     max_backoff: float = 5.0
     # Start an empty Kafka group afresh (see `forget_empty_group`); off for processes started
