@@ -9,7 +9,7 @@ event log with before and after state and trace ids.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -134,12 +134,18 @@ CREATE TEMP TABLE IF NOT EXISTS dictamesh_stage_log (
 
 
 class _BatchPlan:
-    """What one batch does to the catalog, worked out in memory before anything is written."""
+    """What one batch does to the catalog, worked out in memory before anything is written.
+
+    Rows are kept as COPY text lines, each field formatted once: the same lines feed the
+    tables themselves (appends) and the staging tables, whose columns are in the same order.
+    """
 
     def __init__(self, stored: set[uuid.UUID]) -> None:
         self.stored = stored  # entities the catalog held when the batch started
-        self.entities: dict[uuid.UUID, list[Any]] = {}
-        self.log: list[tuple[Any, ...]] = []
+        self.entities: dict[uuid.UUID, str] = {}  # the newest version this batch stages
+        self.created: dict[uuid.UUID, str] = {}  # when the batch first staged each entity
+        self.log: list[str] = []
+        self.latest: dict[uuid.UUID, tuple[str, int, str, int]] = {}  # for cache status
         self.late: list[tuple[ConsumedEvent, uuid.UUID, dict[str, Any]]] = []
         self.late_edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
         self.edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
@@ -154,7 +160,7 @@ class _BatchPlan:
         change, event = prepared.change, consumed.event
         entity, at = prepared.entity, event.time
         before = current.get(entity)
-        after = {
+        after: dict[str, Any] = {
             "domain": change.domain,
             "display_name": change.display_name,
             "attributes": change.attributes,
@@ -174,46 +180,49 @@ class _BatchPlan:
                 self.late_edges.append((entity, change, at))
             return
         current[entity] = after
-        staged = self.entities.get(entity)
-        self.entities[entity] = [
-            entity,
-            after["domain"],
-            change.source_system,
-            change.entity_type,
-            change.source_id,
-            change.version,
-            after["display_name"],
-            _json(after["attributes"]),
-            after["owners"],
-            after["tags"],
-            prepared.deleted,
-            at if prepared.deleted else None,
-            staged[12] if staged else at,
-            at,
-            at,
-        ]
+        entity_text, at_text, version = str(entity), copy_time(at), str(change.version)
+        self.entities[entity] = copy_line(
+            entity_text,
+            copy_text(after["domain"]),
+            copy_text(change.source_system),
+            copy_text(change.entity_type),
+            copy_text(change.source_id),
+            version,
+            copy_text(after["display_name"]),
+            copy_json(after["attributes"]),
+            copy_array(after["owners"]),
+            copy_array(after["tags"]),
+            copy_bool(prepared.deleted),
+            at_text if prepared.deleted else NULL,
+            self.created.setdefault(entity, at_text),
+            at_text,
+            at_text,
+        )
         trace_id, span_id = _trace_ids(event.traceparent)
         self.log.append(
-            (
-                event.id,
-                event.source,
-                event.type,
-                event.subject,
-                entity,
-                change.version,
-                _json(_state(before)),
-                _json(after),
-                _json(_describe_change(before, after)),
-                trace_id,
-                span_id,
-                event.correlationid,
-                event.causationid,
-                consumed.topic,
-                consumed.partition,
-                consumed.offset,
-                at,
+            copy_line(
+                copy_text(event.id),
+                copy_text(event.source),
+                copy_text(event.type),
+                copy_text(event.subject),
+                entity_text,
+                version,
+                copy_json(_state(before)),
+                copy_json(after),
+                copy_json(_describe_change(before, after)),
+                copy_text(trace_id),
+                copy_text(span_id),
+                copy_text(event.correlationid),
+                copy_text(event.causationid),
+                copy_text(consumed.topic),
+                str(consumed.partition),
+                str(consumed.offset),
+                at_text,
             )
         )
+        # Versions are applied in increasing order, so the last one logged is the newest.
+        changes = self.latest[entity][3] + 1 if entity in self.latest else 1
+        self.latest[entity] = (entity_text, change.version, at_text, changes)
         if prepared.deleted:
             self.retired.append((entity, at))
         elif change.relationships is not None:
@@ -227,47 +236,44 @@ class _BatchPlan:
         the tables themselves; only entities the catalog holds are merged. A unique violation
         (an event id logged before, another writer of the same entity) is the caller's to handle.
         """
-        new = [row for row in self.entities.values() if row[0] not in self.stored]
-        held = [row for row in self.entities.values() if row[0] in self.stored]
-        cache = self._cache_rows()
+        new = [line for entity, line in self.entities.items() if entity not in self.stored]
+        held = [line for entity, line in self.entities.items() if entity in self.stored]
         with conn.cursor() as cursor:
-            _copy_rows(cursor, f"dictamesh_entity_catalog ({_ENTITY_COLUMNS})", new)
-            _copy_rows(cursor, f"dictamesh_event_log ({_LOG_COLUMNS})", self.log)
-            _copy_rows(
+            _copy_lines(cursor, f"dictamesh_entity_catalog ({_ENTITY_COLUMNS})", new)
+            _copy_lines(cursor, f"dictamesh_event_log ({_LOG_COLUMNS})", self.log)
+            _copy_lines(
                 cursor,
                 f"dictamesh_cache_status ({_CACHE_COLUMNS})",
-                [_new_cache_row(row) for row in cache if row[0] not in self.stored],
+                [
+                    _new_cache_line(*latest)
+                    for entity, latest in self.latest.items()
+                    if entity not in self.stored
+                ],
             )
         if held:
-            _merge(conn, held, [], [row for row in cache if row[0] in self.stored])
+            cache = [
+                _stage_cache_line(*latest)
+                for entity, latest in self.latest.items()
+                if entity in self.stored
+            ]
+            _merge(conn, held, [], cache)
 
     def merge(self, conn: psycopg.Connection[Any]) -> None:
         """Write the batch through staging tables, each row guarded against what is stored."""
         if self.entities:
-            _merge(conn, list(self.entities.values()), self.log, self._cache_rows())
-
-    def _cache_rows(self) -> list[list[Any]]:
-        """Per entity: its newest logged version, and how many changes this batch made."""
-        latest: dict[uuid.UUID, list[Any]] = {}
-        for row in self.log:  # an entity's rows are in increasing version order
-            entity, version, at = row[4], row[5], row[16]
-            changes = latest[entity][3] + 1 if entity in latest else 1
-            latest[entity] = [entity, version, at, changes]
-        return list(latest.values())
+            cache = [_stage_cache_line(*latest) for latest in self.latest.values()]
+            _merge(conn, list(self.entities.values()), self.log, cache)
 
 
 def _merge(
-    conn: psycopg.Connection[Any],
-    entities: list[list[Any]],
-    log: list[tuple[Any, ...]],
-    cache: list[list[Any]],
+    conn: psycopg.Connection[Any], entities: list[str], log: list[str], cache: list[str]
 ) -> None:
     """Upsert through staging tables, each guarded against what the tables already hold."""
     conn.execute(_STAGING)
     with conn.cursor() as cursor:
-        _copy_rows(cursor, "dictamesh_stage_entities", entities)
-        _copy_rows(cursor, "dictamesh_stage_log", log)
-        _copy_rows(cursor, "dictamesh_stage_cache", cache)
+        _copy_lines(cursor, "dictamesh_stage_entities", entities)
+        _copy_lines(cursor, "dictamesh_stage_log", log)
+        _copy_lines(cursor, "dictamesh_stage_cache", cache)
         cursor.execute(
             f"""
             INSERT INTO dictamesh_entity_catalog AS e ({_ENTITY_COLUMNS})
@@ -325,85 +331,76 @@ _CACHE_COLUMNS = (
 )
 
 
-def _new_cache_row(latest: list[Any]) -> tuple[Any, ...]:
+def _new_cache_line(entity: str, version: int, at: str, changes: int) -> str:
     """The cache-status row of an entity first seen in this batch (as the merge would make it)."""
-    entity, version, at, changes = latest
     changed = changes > 1
-    return (
+    return copy_line(
         f"entity:{entity}",
         entity,
         "L2",
         at,
-        version,
-        changed,
-        changes - 1,
-        at if changed else None,
-        "entity changed" if changed else None,
+        str(version),
+        copy_bool(changed),
+        str(changes - 1),
+        at if changed else NULL,
+        "entity changed" if changed else NULL,
         at,
     )
 
 
-_COPY_CHUNK = 250  # rows encoded per write: Postgres stores a chunk while the next is encoded
+def _stage_cache_line(entity: str, version: int, at: str, changes: int) -> str:
+    return copy_line(entity, str(version), at, str(changes))
 
 
-def _copy_rows(cursor: psycopg.Cursor[Any], target: str, rows: Sequence[Sequence[Any]]) -> None:
-    if not rows:
+_COPY_CHUNK = 250  # rows sent per write: Postgres stores a chunk while the next is encoded
+
+
+def _copy_lines(cursor: psycopg.Cursor[Any], target: str, lines: Sequence[str]) -> None:
+    if not lines:
         return
     writer = LibpqWriter(cursor, flush_threshold=0)  # send each chunk now, not at 1 MB
     with cursor.copy(f"COPY {target} FROM STDIN", writer=writer) as copy:
-        for start in range(0, len(rows), _COPY_CHUNK):
-            copy.write("".join(map(copy_text_line, rows[start : start + _COPY_CHUNK])))
+        for start in range(0, len(lines), _COPY_CHUNK):
+            copy.write("".join(lines[start : start + _COPY_CHUNK]))
 
 
+# COPY's text format, one function per column type: psycopg's `write_row` adapts every value
+# through its dumper registry, which dominated the projector's Python time; the projector knows
+# each column's type, and formats values shared by several columns (time, entity id) once.
+NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
 
 
-def copy_text_line(values: Sequence[Any]) -> str:
-    """One row in COPY's text format; the types the projector stages, formatted in one pass.
-
-    psycopg's `write_row` adapts each value through its dumper registry, which dominated the
-    projector's Python time; the staged columns only hold the few types handled here, each
-    formatted by the function its exact type selects.
-    """
-    fields = [_COPY_FORMATS.get(type(value), _copy_unknown)(value) for value in values]
+def copy_line(*fields: str) -> str:
+    """One row from fields already in COPY text format."""
     return "\t".join(fields) + "\n"
 
 
-def _copy_escaped(text: str) -> str:
+def copy_text(text: str | None) -> str:
+    if text is None:
+        return NULL
     # Scanning for the four characters is far cheaper than translating every character.
     if "\\" in text or "\n" in text or "\t" in text or "\r" in text:
         return text.translate(_COPY_ESCAPES)
     return text
 
 
-def _copy_array(items: list[Any]) -> str:
-    quoted = ",".join(
-        '"' + str(item).replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items
-    )
-    return _copy_escaped("{" + quoted + "}")
+def copy_bool(value: bool) -> str:
+    return "t" if value else "f"
 
 
-def _copy_unknown(value: Any) -> str:
-    """Subclasses of the staged types (a str enum, an int flag) are formatted as their base."""
-    for base, formatted in _COPY_FORMATS.items():
-        if isinstance(value, base):
-            return formatted(value)
-    raise TypeError(f"cannot stage a {type(value).__name__} value")
+def copy_time(value: datetime) -> str:
+    return value.isoformat()
 
 
-_COPY_FORMATS: dict[type, Callable[[Any], str]] = {
-    str: _copy_escaped,
-    type(None): lambda _: "\\N",
-    bool: lambda value: "t" if value else "f",
-    int: str,
-    uuid.UUID: str,
-    datetime: datetime.isoformat,
-    list: _copy_array,
-}
+def copy_array(items: list[str]) -> str:
+    """A text[] literal; every element quoted, so any text (commas, braces, NULL) stays text."""
+    quoted = ",".join('"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"' for item in items)
+    return copy_text("{" + quoted + "}")
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value, default=str).decode()
+def copy_json(value: Any) -> str:
+    return NULL if value is None else copy_text(orjson.dumps(value, default=str).decode())
 
 
 class CatalogProjector:
@@ -580,7 +577,7 @@ def _plan(
             row["id"]: row
             for row in cursor.execute(
                 "SELECT id, domain, display_name, attributes, owners, tags, version, "
-                "is_deleted FROM dictamesh_entity_catalog WHERE id = ANY(%s) "
+                "is_deleted FROM dictamesh_entity_catalog WHERE id = ANY(%b) "
                 "ORDER BY id FOR UPDATE",
                 (ids,),
             )
