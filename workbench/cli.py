@@ -246,11 +246,11 @@ def consume(
 
     settings = _settings()
     endpoints = ensure_up(settings)
-    ensure_topics(endpoints.kafka_bootstrap)
     if processes > 1:
-        _migrate_catalog(endpoints)
         _supervise_consumers(endpoints, sink or [], processes)
         return
+    if not supervised:
+        ensure_topics(endpoints.kafka_bootstrap)
     runners = build_runners(
         endpoints,
         sink,
@@ -271,8 +271,10 @@ def consume(
 
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
+    if supervised and not (_supervisor_says_go() and not stop.is_set()):
+        return
     # The broker takes a while to form a group: join first, bring the schema up meanwhile
-    # (a supervisor did that before starting its processes).
+    # (a supervisor did that before saying go).
     for runner in runners:
         if isinstance(runner, ConsumerRunner):
             runner.join_group()
@@ -297,11 +299,39 @@ def _migrate_catalog(endpoints: Endpoints) -> None:
         engine.dispose()
 
 
+def _supervisor_says_go() -> bool:
+    """A supervised process waits, imported and connected, until the topics, schema and groups
+    are ready; False when the supervisor went away (or was stopped) before that."""
+    import sys
+
+    try:
+        return sys.stdin.readline().strip() == _GO
+    except (OSError, ValueError):
+        return False
+
+
+_GO = "go"
+
+
+def _say(child: Any, word: str | None) -> None:
+    """Write `word` to a supervised process's standard input and close it (once)."""
+    if child.stdin is None or child.stdin.closed:
+        return
+    try:
+        if word is not None:
+            child.stdin.write(word + "\n")
+        child.stdin.close()
+    except OSError:  # it already exited
+        pass
+
+
 def _supervise_consumers(endpoints: Endpoints, sinks: list[str], processes: int) -> None:
     """Start `processes` single-process consumers and stop them all on SIGTERM or Ctrl-C.
 
     One Python process applies a batch at a time; several share a group's partitions, so the
-    decoding work spreads over the cores while each partition keeps its order.
+    decoding work spreads over the cores while each partition keeps its order. The processes
+    start (a second of imports) while this one creates the topics, brings the schema up and
+    resets empty groups; they join their groups once it says go on their standard input.
     """
     import signal
     import subprocess
@@ -309,27 +339,37 @@ def _supervise_consumers(endpoints: Endpoints, sinks: list[str], processes: int)
     import threading
 
     from workbench.events.consumer import forget_empty_group
+    from workbench.events.topics import ensure_topics
     from workbench.events.workers import discover_sinks
 
     command = [sys.executable, "-c", "from workbench.cli import main; main()", "consume"]
     for name in sinks:
         command += ["--sink", name]
     command.append("--supervised")
-    found = discover_sinks()
-    for name in sinks or found:
-        if name in found:
-            forget_empty_group(endpoints.kafka_bootstrap, found[name].load()().group)
-    children = [subprocess.Popen(command) for _ in range(processes)]
+    children = [
+        subprocess.Popen(command, stdin=subprocess.PIPE, text=True) for _ in range(processes)
+    ]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    while not stop.wait(0.5):
-        if any(child.poll() is not None for child in children):
-            break  # one died: stop the others rather than run short-handed
-    for child in children:
-        if child.poll() is None:
-            child.terminate()
-    codes = [child.wait(60) for child in children]
+    try:
+        ensure_topics(endpoints.kafka_bootstrap)
+        _migrate_catalog(endpoints)
+        found = discover_sinks()
+        for name in sinks or found:
+            if name in found:
+                forget_empty_group(endpoints.kafka_bootstrap, found[name].load()().group)
+        for child in children:
+            _say(child, _GO)
+        while not stop.wait(0.5):
+            if any(child.poll() is not None for child in children):
+                break  # one died: stop the others rather than run short-handed
+    finally:
+        for child in children:
+            _say(child, None)  # one still waiting reads end-of-file and exits
+            if child.poll() is None:
+                child.terminate()
+        codes = [child.wait(60) for child in children]
     if any(code not in (0, -signal.SIGTERM) for code in codes):
         raise typer.Exit(1)
 

@@ -329,6 +329,7 @@ class ConsumerRunner(Generic[P]):
             next_offset = stored.get((partition.topic, partition.partition))
             partition.offset = OFFSET_BEGINNING if next_offset is None else next_offset
         consumer.assign(partitions)
+        log.debug("partitions assigned", group=self.sink.group, partitions=len(partitions))
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         """Commit what was read before the partitions go, so their next owner starts after it."""

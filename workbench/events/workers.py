@@ -13,7 +13,6 @@ from importlib import metadata
 from typing import Any, Protocol
 
 from workbench.events.consumer import ConsumerRunner, RunnerConfig
-from workbench.events.outbox import OutboxRelay
 from workbench.observability import get_logger
 from workbench.stack import Endpoints
 
@@ -87,9 +86,12 @@ def build_runners(
     runner_config = RunnerConfig(
         bootstrap=endpoints.kafka_bootstrap, postgres_url=endpoints.postgres_url, **config
     )
-    return [
-        OutboxRelay(endpoints.kafka_bootstrap, endpoints.postgres_url)
-        if name == RELAY
-        else ConsumerRunner(sinks[name].load()(), runner_config)
-        for name in chosen
-    ]
+    workers: list[Worker] = []
+    for name in chosen:
+        if name == RELAY:
+            from workbench.events.outbox import OutboxRelay  # SQLAlchemy: only where it runs
+
+            workers.append(OutboxRelay(endpoints.kafka_bootstrap, endpoints.postgres_url))
+        else:
+            workers.append(ConsumerRunner(sinks[name].load()(), runner_config))
+    return workers
