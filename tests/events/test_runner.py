@@ -98,6 +98,22 @@ def test_consume_stops_cleanly_on_sigterm(stack: Any, workbench: Any, processes:
     assert not [child for child in children if child.is_running()]
 
 
+def test_a_supervised_consumer_without_its_supervisor_exits_without_joining(
+    stack: Any, workbench: Any
+) -> None:
+    """A process of `consume --processes N` whose supervisor went away never joins its group."""
+    finished = subprocess.run(
+        [str(BIN / "dictamesh"), "consume", "--sink", "catalog", "--supervised"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=60,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "consumer started" not in finished.stdout + finished.stderr
+
+
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Any:
     """A stack of its own: this test stops its Postgres."""
