@@ -77,14 +77,14 @@ def record_time(message: Any) -> datetime | None:
 
 def _next_offsets(messages: list[Any]) -> dict[tuple[str, int], tuple[int, datetime | None]]:
     """Per (topic, partition) of a batch: the offset after its last record, and its time."""
-    latest: dict[tuple[str, int], tuple[int, datetime | None]] = {}
+    last: dict[tuple[str, int], Any] = {}
     for message in messages:
         if message.error() is not None:
             continue
         key = (message.topic(), message.partition())
-        if key not in latest or message.offset() + 1 > latest[key][0]:
-            latest[key] = (message.offset() + 1, record_time(message))
-    return latest
+        if key not in last or message.offset() > last[key].offset():
+            last[key] = message
+    return {key: (message.offset() + 1, record_time(message)) for key, message in last.items()}
 
 
 @dataclass(frozen=True)
