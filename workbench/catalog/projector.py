@@ -54,9 +54,6 @@ class PreparedChange:
     change: EntityChange
     deleted: bool
     entity: uuid.UUID
-    # For the catalog projector: the entity's id and time as COPY text, its state, and its
-    # entity and event-log rows, as they are if the entity is new to the catalog (`prepare`).
-    new_rows: tuple[str, str, dict[str, Any], str, str] | None = None
 
 
 def parse_change(consumed: ConsumedEvent) -> PreparedChange:
@@ -160,26 +157,69 @@ class _BatchPlan:
         prepared: PreparedChange,
         current: dict[uuid.UUID, dict[str, Any]],
     ) -> None:
-        change, entity, at = prepared.change, prepared.entity, consumed.event.time
+        change, event = prepared.change, consumed.event
+        entity, at = prepared.entity, event.time
         before = current.get(entity)
-        if before is None and prepared.new_rows is not None:
-            # Neither stored nor staged before: what the reader thread worked out stands.
-            entity_text, at_text, after, entity_line, log_line = prepared.new_rows
-            self.created[entity] = at_text
-        else:
-            after = _after_state(prepared, before)
-            if before is not None and before["version"] >= change.version:
-                self.late.append((consumed, entity, after))
-                if change.relationships and not prepared.deleted:
-                    self.late_edges.append((entity, change, at))
-                return
-            entity_text, at_text = str(entity), copy_time(at)
-            created = self.created.setdefault(entity, at_text)
-            entity_line = _entity_line(prepared, after, entity_text, at_text, created)
-            log_line = _log_line(consumed, before, after, entity_text, at_text)
+        after: dict[str, Any] = {
+            "domain": change.domain,
+            "display_name": change.display_name,
+            "attributes": change.attributes,
+            "owners": change.owners,
+            "tags": change.tags,
+            "version": change.version,
+            "is_deleted": prepared.deleted,
+        }
+        if prepared.deleted and before is not None and not change.attributes:
+            # A delete without content keeps what the entity was; it only marks it gone.
+            after.update(
+                {k: before[k] for k in ("domain", "display_name", "attributes", "owners", "tags")}
+            )
+        if before is not None and before["version"] >= change.version:
+            self.late.append((consumed, entity, after))
+            if change.relationships and not prepared.deleted:
+                self.late_edges.append((entity, change, at))
+            return
         current[entity] = after
-        self.entities[entity] = entity_line
-        self.log.append(log_line)
+        entity_text, at_text, version = str(entity), copy_time(at), str(change.version)
+        self.entities[entity] = copy_line(
+            entity_text,
+            copy_text(after["domain"]),
+            copy_text(change.source_system),
+            copy_text(change.entity_type),
+            copy_text(change.source_id),
+            version,
+            copy_text(after["display_name"]),
+            copy_json(after["attributes"]),
+            copy_array(after["owners"]),
+            copy_array(after["tags"]),
+            copy_bool(prepared.deleted),
+            at_text if prepared.deleted else NULL,
+            self.created.setdefault(entity, at_text),
+            at_text,
+            at_text,
+        )
+        trace_id, span_id = _trace_ids(event.traceparent)
+        self.log.append(
+            copy_line(
+                copy_text(event.id),
+                copy_text(event.source),
+                copy_text(event.type),
+                copy_text(event.subject),
+                entity_text,
+                version,
+                copy_json(_state(before)),
+                copy_json(after),
+                copy_json(_describe_change(before, after)),
+                copy_text(trace_id),
+                copy_text(span_id),
+                copy_text(event.correlationid),
+                copy_text(event.causationid),
+                copy_text(consumed.topic),
+                str(consumed.partition),
+                str(consumed.offset),
+                at_text,
+            )
+        )
         # Versions are applied in increasing order, so the last one logged is the newest.
         changes = self.latest[entity][3] + 1 if entity in self.latest else 1
         self.latest[entity] = (entity_text, change.version, at_text, changes)
@@ -291,79 +331,6 @@ _CACHE_COLUMNS = (
 )
 
 
-def _after_state(prepared: PreparedChange, before: dict[str, Any] | None) -> dict[str, Any]:
-    """The entity's state once the change is applied over `before`."""
-    change = prepared.change
-    after: dict[str, Any] = {
-        "domain": change.domain,
-        "display_name": change.display_name,
-        "attributes": change.attributes,
-        "owners": change.owners,
-        "tags": change.tags,
-        "version": change.version,
-        "is_deleted": prepared.deleted,
-    }
-    if prepared.deleted and before is not None and not change.attributes:
-        # A delete without content keeps what the entity was; it only marks it gone.
-        after.update(
-            {k: before[k] for k in ("domain", "display_name", "attributes", "owners", "tags")}
-        )
-    return after
-
-
-def _entity_line(
-    prepared: PreparedChange, after: dict[str, Any], entity: str, at: str, created: str
-) -> str:
-    change = prepared.change
-    return copy_line(
-        entity,
-        copy_text(after["domain"]),
-        copy_text(change.source_system),
-        copy_text(change.entity_type),
-        copy_text(change.source_id),
-        str(change.version),
-        copy_text(after["display_name"]),
-        copy_json(after["attributes"]),
-        copy_array(after["owners"]),
-        copy_array(after["tags"]),
-        copy_bool(prepared.deleted),
-        at if prepared.deleted else NULL,
-        created,
-        at,
-        at,
-    )
-
-
-def _log_line(
-    consumed: ConsumedEvent,
-    before: dict[str, Any] | None,
-    after: dict[str, Any],
-    entity: str,
-    at: str,
-) -> str:
-    event = consumed.event
-    trace_id, span_id = _trace_ids(event.traceparent)
-    return copy_line(
-        copy_text(event.id),
-        copy_text(event.source),
-        copy_text(event.type),
-        copy_text(event.subject),
-        entity,
-        str(after["version"]),
-        copy_json(_state(before)),
-        copy_json(after),
-        copy_json(_describe_change(before, after)),
-        copy_text(trace_id),
-        copy_text(span_id),
-        copy_text(event.correlationid),
-        copy_text(event.causationid),
-        copy_text(consumed.topic),
-        str(consumed.partition),
-        str(consumed.offset),
-        at,
-    )
-
-
 def _new_cache_line(entity: str, version: int, at: str, changes: int) -> str:
     """The cache-status row of an entity first seen in this batch (as the merge would make it)."""
     changed = changes > 1
@@ -445,25 +412,7 @@ class CatalogProjector:
         self.group = group
 
     def prepare(self, consumed: ConsumedEvent) -> PreparedChange:
-        """Parse the record; for a created event, also encode its rows for a new entity.
-
-        This runs in the runner's reader thread while the previous batch is written. Most
-        created events do create their entity, and then `apply` only has to check that and
-        send the rows; otherwise they are encoded again against what the catalog holds.
-        """
-        prepared = parse_change(consumed)
-        if consumed.event.type != topics.ENTITY_CREATED:
-            return prepared
-        entity, at = str(prepared.entity), copy_time(consumed.event.time)
-        after = _after_state(prepared, None)
-        rows = (
-            entity,
-            at,
-            after,
-            _entity_line(prepared, after, entity, at, created=at),
-            _log_line(consumed, None, after, entity, at),
-        )
-        return PreparedChange(prepared.change, prepared.deleted, prepared.entity, rows)
+        return parse_change(consumed)
 
     def apply(
         self, conn: psycopg.Connection[Any], batch: Sequence[tuple[ConsumedEvent, PreparedChange]]
