@@ -352,7 +352,7 @@ def _stage_cache_line(entity: str, version: int, at: str, changes: int) -> str:
     return copy_line(entity, str(version), at, str(changes))
 
 
-_COPY_CHUNK = 250  # rows sent per write: Postgres stores a chunk while the next is encoded
+_COPY_CHUNK = 250  # rows per write: Postgres stores one chunk while the next is sent
 
 
 def _copy_lines(cursor: psycopg.Cursor[Any], target: str, lines: Sequence[str]) -> None:
