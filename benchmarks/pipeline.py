@@ -5,10 +5,10 @@
 One isolated embedded stack (tansu + PostgreSQL 16) serves both. The same binary-mode
 CloudEvents are produced once to the entity topics (for the DictaMesh catalog projector) and once
 to a topic of their own (for quixstreams' PostgreSQLSink). Each side runs as deployed, in its own
-processes (`dictamesh consume --sink catalog [--processes N]`; N quixstreams applications in one
-group), started after its topic is full; the clock runs from the start (imports and group join
-included) until every event is queryable in Postgres. Then the projector's event-to-queryable
-latency is measured at a steady rate.
+processes (`dictamesh consume --sink catalog [--processes N] [--threads T]`; N quixstreams
+applications in one group), started after its topic is full; the clock runs from the start
+(imports and group join included) until every event is queryable in Postgres. Then the
+projector's event-to-queryable latency is measured at a steady rate.
 """
 
 from __future__ import annotations
@@ -74,10 +74,10 @@ def produce(endpoints: Endpoints, count: int) -> float:
     return 2 * count / (time.perf_counter() - started)
 
 
-def _dictamesh_command(processes: int) -> list[str]:
-    """The projector as deployed: `dictamesh consume --sink catalog [--processes N]`."""
+def _dictamesh_command(processes: int, threads: int) -> list[str]:
+    """The projector as deployed: `dictamesh consume --sink catalog --processes N --threads T`."""
     command = [str(Path(sys.executable).with_name("dictamesh")), "consume", "--sink", "catalog"]
-    return [*command, "--processes", str(processes)] if processes > 1 else command
+    return [*command, "--processes", str(processes), "--threads", str(threads)]
 
 
 def _timed_until_landed(
@@ -102,10 +102,12 @@ def _timed_until_landed(
     }
 
 
-def run_dictamesh(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
+def run_dictamesh(
+    endpoints: Endpoints, count: int, processes: int, threads: int = 1
+) -> dict[str, float]:
     environment = {**os.environ, "DICTAMESH_CONSUMER_BATCH_SIZE": str(BATCH_SIZE)}
     consumer = subprocess.Popen(
-        _dictamesh_command(processes), env=environment, stdout=subprocess.DEVNULL
+        _dictamesh_command(processes, threads), env=environment, stdout=subprocess.DEVNULL
     )
     return _timed_until_landed(
         endpoints, [consumer], "SELECT count(*) FROM dictamesh_event_log", count
@@ -211,16 +213,20 @@ def main() -> None:
     parser.add_argument(
         "--processes", type=int, default=1, help="consumer processes on each side (same group)"
     )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="consumers per DictaMesh process (`--threads`)"
+    )
     options = parser.parse_args()
     os.environ.setdefault("DICTAMESH_LOG_LEVEL", "WARNING")
     with isolated_stack() as endpoints:
         produced = produce(endpoints, options.events)
-        ours = run_dictamesh(endpoints, options.events, options.processes)
+        ours = run_dictamesh(endpoints, options.events, options.processes, options.threads)
         theirs = run_quixstreams(endpoints, options.events, options.processes)
         latency = latency_at_rate(endpoints, options.rate, options.seconds)
     print(f"machine: {Machine.current().description}")
     print(f"producer: {produced:,.0f} events/s ({options.events:,} events to each destination)")
     print(f"consumer processes on each side: {options.processes}")
+    print(f"consumers per DictaMesh process (--threads): {options.threads}")
     print("| consumer | total s (join included) | events/s | events/s after first apply |")
     print("|---|---|---|---|")
     for name, result in (

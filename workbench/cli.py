@@ -236,6 +236,15 @@ def consume(
             "the partitions are shared out between them.",
         ),
     ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Consumers of each group in each process, in threads with a Postgres "
+            "connection each (a batch commits on one connection, so a second one lets "
+            "Postgres use another core).",
+        ),
+    ] = 1,
     supervised: Annotated[bool, typer.Option("--supervised", hidden=True)] = False,
 ) -> None:
     """Run every projector (consumer group) until SIGTERM or Ctrl-C."""
@@ -247,13 +256,14 @@ def consume(
     settings = _settings()
     endpoints = ensure_up(settings)
     if processes > 1:
-        _supervise_consumers(endpoints, sink or [], processes)
+        _supervise_consumers(endpoints, sink or [], processes, threads)
         return
     if not supervised:
         ensure_topics(endpoints.kafka_bootstrap)
     runners = build_runners(
         endpoints,
         sink,
+        threads=threads,
         batch_size=settings.consumer_batch_size,
         reset_empty_group=not supervised,  # the supervisor did it once for all its processes
     )
@@ -325,7 +335,9 @@ def _say(child: Any, word: str | None) -> None:
         pass
 
 
-def _supervise_consumers(endpoints: Endpoints, sinks: list[str], processes: int) -> None:
+def _supervise_consumers(
+    endpoints: Endpoints, sinks: list[str], processes: int, threads: int
+) -> None:
     """Start `processes` single-process consumers and stop them all on SIGTERM or Ctrl-C.
 
     One Python process applies a batch at a time; several share a group's partitions, so the
@@ -345,7 +357,7 @@ def _supervise_consumers(endpoints: Endpoints, sinks: list[str], processes: int)
     command = [sys.executable, "-c", "from workbench.cli import main; main()", "consume"]
     for name in sinks:
         command += ["--sink", name]
-    command.append("--supervised")
+    command += ["--threads", str(threads), "--supervised"]
     children = [
         subprocess.Popen(command, stdin=subprocess.PIPE, text=True) for _ in range(processes)
     ]

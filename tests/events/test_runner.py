@@ -72,12 +72,15 @@ def test_lag_counts_records_a_group_has_not_applied(workbench: Any, workers: Any
     assert _lag_of(workbench, group) == 0
 
 
-@pytest.mark.parametrize("processes", [1, 2])
-def test_consume_stops_cleanly_on_sigterm(stack: Any, workbench: Any, processes: int) -> None:
+@pytest.mark.parametrize(("processes", "threads"), [(1, 1), (2, 1), (1, 2)])
+def test_consume_stops_cleanly_on_sigterm(
+    stack: Any, workbench: Any, processes: int, threads: int
+) -> None:
     import psutil
 
+    command = [str(BIN / "dictamesh"), "consume", "--sink", "catalog"]
     process = subprocess.Popen(
-        [str(BIN / "dictamesh"), "consume", "--sink", "catalog", "--processes", str(processes)],
+        [*command, "--processes", str(processes), "--threads", str(threads)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -87,14 +90,14 @@ def test_consume_stops_cleanly_on_sigterm(stack: Any, workbench: Any, processes:
     started = 0
     for line in process.stdout:
         started += "consumer started" in line
-        if started == processes:
+        if started == processes * threads:
             break
     children = psutil.Process(process.pid).children(recursive=True)
     assert len(children) == (processes if processes > 1 else 0)
     process.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=60)[0]
     assert process.returncode == 0, output
-    assert output.count("consumer stopped") == processes
+    assert output.count("consumer stopped") == processes * threads
     assert not [child for child in children if child.is_running()]
 
 

@@ -72,9 +72,14 @@ class Workers:
 
 
 def build_runners(
-    endpoints: Endpoints, names: list[str] | None = None, **config: Any
+    endpoints: Endpoints, names: list[str] | None = None, *, threads: int = 1, **config: Any
 ) -> list[Worker]:
-    """The named workers (default: every sink and the outbox relay)."""
+    """The named workers (default: every sink and the outbox relay).
+
+    `threads` consumers of each sink's group share its partitions, each with a Postgres
+    connection of its own: a batch commits on one connection, so one consumer keeps Postgres
+    on one core while another can use the next.
+    """
     sinks = discover_sinks()
     chosen = names or [*sorted(sinks), RELAY]
     unknown = [name for name in chosen if name not in sinks and name != RELAY]
@@ -93,5 +98,6 @@ def build_runners(
 
             workers.append(OutboxRelay(endpoints.kafka_bootstrap, endpoints.postgres_url))
         else:
-            workers.append(ConsumerRunner(sinks[name].load()(), runner_config))
+            factory = sinks[name].load()
+            workers.extend(ConsumerRunner(factory(), runner_config) for _ in range(threads))
     return workers
