@@ -309,6 +309,9 @@ def _migrate_catalog(endpoints: Endpoints) -> None:
         engine.dispose()
 
 
+_GO = "go"
+
+
 def _supervisor_says_go() -> bool:
     """A supervised process waits, imported and connected, until the topics, schema and groups
     are ready; False when the supervisor went away (or was stopped) before that."""
@@ -318,9 +321,6 @@ def _supervisor_says_go() -> bool:
         return sys.stdin.readline().strip() == _GO
     except (OSError, ValueError):
         return False
-
-
-_GO = "go"
 
 
 def _say(child: Any, word: str | None) -> None:

@@ -8,7 +8,7 @@ partitions are spread over them; outbox relays share the pending rows.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, Protocol
 
@@ -99,5 +99,11 @@ def build_runners(
             workers.append(OutboxRelay(endpoints.kafka_bootstrap, endpoints.postgres_url))
         else:
             factory = sinks[name].load()
-            workers.extend(ConsumerRunner(factory(), runner_config) for _ in range(threads))
+            # The first consumer resets an empty group before it joins; the others must not
+            # delete the group their sibling is joining.
+            siblings = replace(runner_config, reset_empty_group=False)
+            workers.extend(
+                ConsumerRunner(factory(), runner_config if copy == 0 else siblings)
+                for copy in range(threads)
+            )
     return workers
