@@ -101,3 +101,54 @@ def wait_until(condition: object, timeout: float, interval: float = 0.05) -> flo
             raise TimeoutError(f"not done within {timeout} s")
         time.sleep(interval)
     return time.perf_counter() - started
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used by a process and its descendants, those it has reaped included."""
+    try:
+        root = psutil.Process(pid)
+        processes = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def component_pid(name: str) -> int:
+    """The pid of a component of the running embedded stack (`postgres`, `broker`)."""
+    return int((Path(os.environ["DICTAMESH_HOME"]) / "run" / f"{name}.pid").read_text())
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds the consumers, the broker and Postgres spend between two points.
+
+    Postgres' share leaves out the backend of `observer_backend` (the benchmark's own watching
+    connection), which would otherwise be charged to the side being measured.
+    """
+
+    consumers: list[int]
+    observer_backend: int | None = None
+
+    def __post_init__(self) -> None:
+        self.started = self._sample()
+
+    def _sample(self) -> dict[str, float]:
+        observer = tree_cpu_seconds(self.observer_backend) if self.observer_backend else 0.0
+        return {
+            "consumers": sum(tree_cpu_seconds(pid) for pid in self.consumers),
+            "broker": tree_cpu_seconds(component_pid("broker")),
+            "postgres": tree_cpu_seconds(component_pid("postgres")) - observer,
+        }
+
+    def used(self) -> dict[str, float]:
+        """CPU seconds each part used since the meter was made, and their total."""
+        now = self._sample()
+        used = {part: now[part] - self.started[part] for part in now}
+        return {**used, "total": sum(used.values())}

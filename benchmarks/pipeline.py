@@ -7,8 +7,10 @@ CloudEvents are produced once to the entity topics (for the DictaMesh catalog pr
 to a topic of their own (for quixstreams' PostgreSQLSink). Each side runs as deployed, in its own
 processes (`dictamesh consume --sink catalog [--processes N] [--threads T]`; N quixstreams
 applications in one group), started after its topic is full; the clock runs from the start
-(imports and group join included) until every event is queryable in Postgres. Then the
-projector's event-to-queryable latency is measured at a steady rate.
+(imports and group join included) until every event is queryable in Postgres. Over the same
+span the CPU time of each side's processes, of the broker and of Postgres is counted, which
+gives each side's CPU cost per event and the rate the machine's cores could carry at that cost.
+Then the projector's event-to-queryable latency is measured at a steady rate.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 import psycopg
 
-from benchmarks.common import Machine, entity_events, isolated_stack, wait_until
+from benchmarks.common import CpuMeter, Machine, entity_events, isolated_stack, wait_until
 from workbench.events.consumer import PROGRESS_CHANNEL
 from workbench.events.producer import EventProducer
 from workbench.events.topics import TopicSpec, ensure_topics
@@ -53,13 +56,28 @@ app.run()
 """
 
 
-def _count(url: str, query: str) -> int:
-    with psycopg.connect(url, autocommit=True) as conn:
+class RowCounter:
+    """Counts a table's rows over one connection, so the watching costs both sides little.
+
+    A fresh connection per poll (a backend forked each time) and parallel workers for each count
+    took about a third of a core from the two being measured.
+    """
+
+    def __init__(self, url: str, query: str) -> None:
+        self.query = query
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute("SET max_parallel_workers_per_gather = 0")
+        self.backend = int(self.conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+
+    def __call__(self) -> int:
         try:
-            row = conn.execute(query).fetchone()
+            row = self.conn.execute(self.query).fetchone()
         except psycopg.errors.UndefinedTable:
             return 0
         return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 def produce(endpoints: Endpoints, count: int) -> float:
@@ -84,12 +102,16 @@ def _timed_until_landed(
     endpoints: Endpoints, processes: list[subprocess.Popen[bytes]], query: str, count: int
 ) -> dict[str, float]:
     """From the consumers' start until `query` counts `count` rows; then stop them."""
+    counter = RowCounter(endpoints.postgres_url, query)
     started = time.perf_counter()
+    cpu = CpuMeter([process.pid for process in processes], counter.backend)
     try:
-        first = wait_until(lambda: _count(endpoints.postgres_url, query) > 0, 180)
-        wait_until(lambda: _count(endpoints.postgres_url, query) >= count, 1800)
+        first = wait_until(lambda: counter() > 0, 180)
+        wait_until(lambda: counter() >= count, 1800)
         total = time.perf_counter() - started
+        cpu_used = cpu.used()
     finally:
+        counter.close()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -99,6 +121,7 @@ def _timed_until_landed(
         "first_s": first,
         "events_per_s": count / total,
         "steady_events_per_s": count / (total - first),
+        **{f"cpu_us_{part}": 1e6 * seconds / count for part, seconds in cpu_used.items()},
     }
 
 
@@ -236,6 +259,16 @@ def main() -> None:
         print(
             f"| {name} | {result['total_s']:.2f} | {result['events_per_s']:,.0f} | "
             f"{result['steady_events_per_s']:,.0f} |"
+        )
+    cores = psutil.cpu_count() or 1
+    print(f"\nCPU per event during the run, in microseconds (all {cores} cores counted):")
+    print("| consumer | consumer processes | broker | Postgres | total | events/s the CPU allows |")
+    print("|---|---|---|---|---|---|")
+    for name, result in (("DictaMesh", ours), ("quixstreams", theirs)):
+        print(
+            f"| {name} | {result['cpu_us_consumers']:.0f} | {result['cpu_us_broker']:.0f} | "
+            f"{result['cpu_us_postgres']:.0f} | {result['cpu_us_total']:.0f} | "
+            f"{cores * 1e6 / result['cpu_us_total']:,.0f} |"
         )
     print(
         f"ratio (DictaMesh / quixstreams, events/s): "
