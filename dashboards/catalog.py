@@ -67,7 +67,7 @@ class CatalogExplorer(param.Parameterized):
             "domain": self.domain or None,
             "source_system": self.source_system or None,
             "entity_type": self.entity_type or None,
-            "text_query": self.query.strip() or None,
+            "text": self.query.strip() or None,
             "include_deleted": self.include_deleted,
         }
 

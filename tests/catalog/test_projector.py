@@ -210,7 +210,7 @@ def test_text_search_and_pagination(workbench: Any, workers: Any) -> None:
     assert first.height == 4
     assert rest.height == 3
     assert set(first["id"]).isdisjoint(set(rest["id"]))
-    found = workbench.catalog.entities(domain=domain, text_query="invoices")
+    found = workbench.catalog.entities(domain=domain, text="invoices")
     assert found.height == 3
 
 
@@ -426,8 +426,8 @@ def test_time_travel_gives_an_entity_and_a_query_as_they_were(workbench: Any, wo
         [sid, f"{sid}-b"]
     )
     assert workbench.catalog.entities(domain=domain)["source_id"].to_list() == [f"{sid}-b"]
-    assert workbench.catalog.entities(domain=domain, text_query="draft", as_of=after_v1).height == 1
-    assert workbench.catalog.entities(domain=domain, text_query="draft").height == 0
+    assert workbench.catalog.entities(domain=domain, text="draft", as_of=after_v1).height == 1
+    assert workbench.catalog.entities(domain=domain, text="draft").height == 0
 
     from workbench.catalog.api import InvalidEntityError
 

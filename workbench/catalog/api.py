@@ -222,7 +222,7 @@ class Catalog:
         domain: str | None = None,
         source_system: str | None = None,
         entity_type: str | None = None,
-        text_query: str | None = None,
+        text: str | None = None,
         include_deleted: bool = False,
         limit: int = 100,
         cursor: str | None = None,
@@ -230,7 +230,8 @@ class Catalog:
     ) -> pl.DataFrame:
         """A page of entities in id order; pass the last `id` as `cursor` for the next page.
 
-        With `as_of`, the same query runs against the catalog as it was at that moment,
+        `text` is a web-search style query (words, "quoted phrases", -excluded) over the name,
+        identity and string attributes. With `as_of`, the same query runs against the catalog as it was at that moment,
         rebuilt from the immutable event log.
         """
         if not 1 <= limit <= MAX_PAGE:
@@ -251,9 +252,9 @@ class Catalog:
                 params[name] = value
         if not include_deleted:
             clauses.append("NOT is_deleted")
-        if text_query:
+        if text:
             clauses.append("search_vector @@ websearch_to_tsquery('english', :q)")
-            params["q"] = text_query
+            params["q"] = text
         if cursor:
             try:
                 params["cursor"] = uuid.UUID(cursor)
