@@ -11,7 +11,7 @@ from rich.table import Table
 
 from workbench import __version__
 from workbench.billing.cli import billing_app
-from workbench.cli_support import handles_errors, out
+from workbench.cli_support import err, handles_errors, out
 from workbench.config.cli import app as config_app
 from workbench.connectors_cli import connectors_app, scaffold_app, sync_command
 from workbench.search.cli import search_app
@@ -294,9 +294,12 @@ def consume(
     if len(runners) == 1:
         runners[0].run()  # in the main thread, until SIGTERM
         return
-    workers = Workers(runners).start()
+    workers = Workers(runners, on_crash=stop.set).start()
     stop.wait()
     workers.stop()
+    if workers.crashed:
+        err.print(f"[bold red]error[/]: {', '.join(workers.crashed)} crashed; the log says why.")
+        raise typer.Exit(1)
 
 
 def _migrate_catalog(endpoints: Endpoints) -> None:

@@ -314,6 +314,59 @@ class _Recorder:
         self.seen.update(event_id for _, event_id in batch)
 
 
+class _Picky(_Recorder):
+    """Cannot read one record and refuses another, with errors no runner foresaw."""
+
+    def __init__(self, group: str, unreadable: str, refused: str) -> None:
+        super().__init__(group)
+        self.unreadable, self.refused = unreadable, refused
+        self.failed: set[str] = set()
+
+    def prepare(self, consumed: Any) -> str:
+        if consumed.event.id == self.unreadable:
+            self.failed.add(self.unreadable)
+            raise RecursionError("maximum recursion depth exceeded while decoding")
+        return str(consumed.event.id)
+
+    def apply(self, conn: Any, batch: Any) -> None:
+        if any(event_id == self.refused for _, event_id in batch):
+            self.failed.add(self.refused)
+            raise ValueError(f"cannot store {self.refused}")
+        super().apply(conn, batch)
+
+
+def test_records_failing_with_unforeseen_errors_are_dead_lettered_and_the_rest_applied(
+    workbench: Any,
+) -> None:
+    """Any exception reading or storing one record sends that record, not the consumer, away."""
+    group = f"picky-{uuid.uuid4().hex[:8]}"
+    handles = [workbench.catalog.register("picky", "unit", "r", f"{group}-{i}") for i in range(3)]
+    for handle in handles:
+        handle.delivered(30)
+    unreadable, refused, fine = (handle.event.id for handle in handles)
+    sink = _Picky(group, unreadable, refused)
+    config = RunnerConfig(
+        bootstrap=workbench.endpoints.kafka_bootstrap, postgres_url=workbench.endpoints.postgres_url
+    )
+    runner = ConsumerRunner(sink, config)
+
+    def ours() -> list[tuple[str, str]]:
+        letters = workbench.events.dead_letters([topics.ENTITY_CREATED])
+        mine = letters.filter(letters["consumer_group"] == group)
+        return sorted(zip(mine["reason"], mine["exception"], strict=True))
+
+    deadline = time.monotonic() + 120
+    # Checked after each batch has committed, its dead letters sent before.
+    handled = lambda: fine in sink.seen and len(sink.failed) == 2  # noqa: E731
+    runner.run(until=lambda: handled() or time.monotonic() > deadline)
+    assert handled(), "the consumer stopped at a record it could not handle"
+    assert not {unreadable, refused} & sink.seen
+    assert ours() == [
+        ("sink-rejected", f"ValueError: cannot store {refused}"),
+        ("unreadable", "RecursionError: maximum recursion depth exceeded while decoding"),
+    ]
+
+
 def test_a_consumer_started_after_a_group_of_two_stopped_gets_its_partitions(
     workbench: Any,
 ) -> None:

@@ -231,8 +231,8 @@ class Catalog:
         """A page of entities in id order; pass the last `id` as `cursor` for the next page.
 
         `text` is a web-search style query (words, "quoted phrases", -excluded) over the name,
-        identity and string attributes. With `as_of`, the same query runs against the catalog as it was at that moment,
-        rebuilt from the immutable event log.
+        identity and string attributes. With `as_of`, the same query runs against the catalog
+        as it was at that moment, rebuilt from the immutable event log.
         """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidEntityError(

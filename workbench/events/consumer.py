@@ -363,6 +363,8 @@ class ConsumerRunner(Generic[P]):
                 good.append((message, consumed, self.sink.prepare(consumed)))
             except InvalidEventError as exc:
                 poison.append(_Poison(message, exc.reason, exc))
+            except Exception as exc:  # a record nobody foresaw must not stop its partition
+                poison.append(_Poison(message, "unreadable", exc))
         return _Decoded(messages, good, poison, started)
 
     def _apply_pending(self) -> None:
@@ -372,7 +374,6 @@ class ConsumerRunner(Generic[P]):
             return
         self._dead_letter(batch.poison)
         rejected = self._with_retry(lambda: self._commit(batch.good, batch.messages))
-        self._dead_letter(rejected)
         self._commit_kafka(batch.messages)
         self.applied += len(batch.good) - len(rejected)
         BATCH_SECONDS.labels(self.sink.group).observe(time.perf_counter() - batch.started)
@@ -392,17 +393,22 @@ class ConsumerRunner(Generic[P]):
     def _commit(
         self, good: list[tuple[Any, ConsumedEvent, P]], messages: list[Any]
     ) -> list[_Poison]:
-        """Apply the batch and its offsets in one transaction; return records that poisoned it."""
+        """Apply the batch and its offsets in one transaction; return records that poisoned it.
+
+        Records the sink refuses are dead-lettered before the transaction that skips them
+        commits, so a crash in between leaves them to be read again rather than lost.
+        """
         conn = self._connection()
         rejected: list[_Poison] = []
         with conn.transaction():
             try:
                 with conn.transaction():  # savepoint: a bad record must not sink its batch
                     self.sink.apply(conn, [(c, p) for _, c, p in good])
-            except psycopg.Error as exc:
+            except Exception as exc:
                 if _transient(exc):
                     raise
                 rejected = self._apply_one_by_one(conn, good)
+                self._dead_letter(rejected)
             self._store_offsets(conn, messages)
             conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, self.sink.group))
         refused = {id(r.message) for r in rejected}
@@ -419,7 +425,7 @@ class ConsumerRunner(Generic[P]):
             try:
                 with conn.transaction():
                     self.sink.apply(conn, [(consumed, prepared)])
-            except psycopg.Error as exc:
+            except Exception as exc:  # whatever the sink refuses, the rest goes on
                 if _transient(exc):
                     raise
                 rejected.append(_Poison(message, "sink-rejected", exc))

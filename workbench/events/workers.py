@@ -8,6 +8,7 @@ partitions are spread over them; outbox relays share the pending rows.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, Protocol
@@ -43,10 +44,16 @@ def discover_sinks() -> dict[str, metadata.EntryPoint]:
 
 @dataclass
 class Workers:
-    """Workers running in daemon threads; `stop()` shuts them down cleanly."""
+    """Workers running in daemon threads; `stop()` shuts them down cleanly.
+
+    A worker that dies is logged with its exception, named in `crashed`, and `on_crash` is
+    called, so a process running only workers can stop and exit with an error.
+    """
 
     runners: list[Worker]
+    on_crash: Callable[[], None] | None = None
     threads: list[threading.Thread] = field(default_factory=list)
+    crashed: list[str] = field(default_factory=list)
 
     def start(self) -> Workers:
         for runner in self.runners:
@@ -57,12 +64,14 @@ class Workers:
             self.threads.append(thread)
         return self
 
-    @staticmethod
-    def _run(runner: Worker) -> None:
+    def _run(self, runner: Worker) -> None:
         try:
             runner.run()
         except Exception:  # a dying worker must say why in the log
             log.exception("worker crashed", worker=runner.name)
+            self.crashed.append(runner.name)
+            if self.on_crash is not None:
+                self.on_crash()
 
     def stop(self, timeout: float = 30.0) -> None:
         for runner in self.runners:
