@@ -43,6 +43,7 @@ class PublishHandle:
     def _delivered(self, error: Any, message: Any) -> None:
         if error is not None:
             self.error = str(error)
+            self.producer.undelivered.append(self)
         else:
             self.partition, self.offset = message.partition(), message.offset()
         self._done.set()
@@ -59,6 +60,8 @@ class PublishHandle:
                 )
             self.producer.poll(min(remaining, 0.1))
         if self.error is not None:
+            # Reported here, so not again by flush.
+            self.producer.undelivered = [h for h in self.producer.undelivered if h is not self]
             raise DeliveryError(
                 f"Event {self.event.id} to {self.topic} was not delivered: {self.error}.",
                 remedy="check the broker with `dictamesh status`; the event was not published.",
@@ -169,6 +172,8 @@ class EventProducer:
         self.bootstrap = bootstrap
         self.postgres_url = postgres_url
         self.mode = mode
+        # Handles whose delivery failed since the last flush: flush raises with them.
+        self.undelivered: list[PublishHandle] = []
         self._producer = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -211,10 +216,23 @@ class EventProducer:
         self._producer.poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every queued event is delivered; raise if some were not."""
+        """Wait until every queued event is delivered; raise if some were not.
+
+        Failed deliveries leave the queue as failures, so they are counted from the delivery
+        reports: `DeliveryError` names them (each handle keeps its error).
+        """
         remaining = self._producer.flush(timeout)
         if remaining:
             raise ComponentUnavailableError(
                 f"{remaining} events were not delivered within {timeout:.0f} s.",
                 remedy="check the broker with `dictamesh status`.",
+            )
+        failed, self.undelivered = self.undelivered, []
+        if failed:
+            first = failed[0]
+            raise DeliveryError(
+                f"{len(failed)} events were not delivered; the first, {first.event.id} to "
+                f"{first.topic}: {first.error}.",
+                remedy="check the broker with `dictamesh status` and publish them again; "
+                "they were not published.",
             )

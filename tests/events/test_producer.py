@@ -1,0 +1,40 @@
+"""The producer's delivery contract, without a broker: failures surface as errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from workbench.events import topics
+from workbench.events.envelope import CloudEvent
+from workbench.events.producer import DeliveryError, EventProducer
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_flush_raises_when_records_failed_to_deliver() -> None:
+    producer = EventProducer(
+        f"127.0.0.1:{_closed_port()}", config={"message.timeout.ms": 300, "log_level": 0}
+    )
+    event = CloudEvent(source="/unit", type=topics.ADAPTER_EVENT, data={"n": 1})
+    handle = producer.publish(topics.ADAPTER_EVENT, event)
+    with pytest.raises(DeliveryError, match=rf"1 events were not delivered; the first, {event.id}"):
+        producer.flush(30)
+    assert handle.error is not None
+    producer.flush(1)  # reported once: a later flush has nothing left to report
+
+
+def test_a_failure_reported_by_its_handle_is_not_reported_again_by_flush() -> None:
+    producer = EventProducer(
+        f"127.0.0.1:{_closed_port()}", config={"message.timeout.ms": 300, "log_level": 0}
+    )
+    event = CloudEvent(source="/unit", type=topics.ADAPTER_EVENT, data={"n": 1})
+    handle = producer.publish(topics.ADAPTER_EVENT, event)
+    with pytest.raises(DeliveryError, match="was not delivered"):
+        handle.delivered(30)
+    producer.flush(1)
