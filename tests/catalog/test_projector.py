@@ -15,9 +15,9 @@ from workbench import db
 from workbench.catalog.model import EntityChange, EntityRef, RelationshipChange
 from workbench.catalog.projector import GROUP, CatalogProjector
 from workbench.events import topics
-from workbench.events.consumer import ConsumerRunner, RunnerConfig
+from workbench.events.consumer import ConsumedEvent, ConsumerRunner, RunnerConfig
 from workbench.events.envelope import CloudEvent
-from workbench.events.producer import wait_for_all, wait_for_offset
+from workbench.events.producer import EventRejected, wait_for_all, wait_for_offset
 from workbench.observability import REGISTRY
 
 pytestmark = pytest.mark.stack
@@ -290,14 +290,16 @@ def test_poison_records_go_to_the_dead_letter_topic(
     # The pipeline goes on: a valid event after the poison one is applied.
     sid = _unique()
     workbench.catalog.register("test", "unit", "after-poison", sid).wait()
-    wait_for_offset(
-        workbench.endpoints.postgres_url,
-        GROUP,
-        topics.ENTITY_CREATED,
-        message.partition(),
-        message.offset(),
-        30,
-    )
+    # Waiting for the poison record itself says it was dead-lettered, and why.
+    with pytest.raises(EventRejected, match=rf"dead-lettered \({reason}: "):
+        wait_for_offset(
+            workbench.endpoints.postgres_url,
+            GROUP,
+            topics.ENTITY_CREATED,
+            message.partition(),
+            message.offset(),
+            30,
+        )
     [dead] = read_records(
         workbench.endpoints.kafka_bootstrap,
         topics.dead_letter_topic(topics.ENTITY_CREATED),
@@ -495,3 +497,57 @@ def test_an_event_reusing_an_earlier_events_id_is_a_duplicate(workbench: Any, wo
     )
     assert workbench.catalog.get("unit", "widget", sid).version == 3
     assert workbench.catalog.get("unit", "widget", fresh.source_id).attributes == {"v": "new"}
+
+
+_EDGE_A = RelationshipChange(
+    type="uses", target=EntityRef(source_system="unit", entity_type="gadget", source_id="a")
+)
+_EDGE_X = RelationshipChange(
+    type="uses", target=EntityRef(source_system="unit", entity_type="gadget", source_id="x")
+)
+
+
+def _edges_after(workbench: Any, batches: list[list[tuple[EntityChange, str]]]) -> list[Any]:
+    """Apply the batches straight to the projector; the entity's edges as (target, retired)."""
+    projector = CatalogProjector(group=f"edges-{_unique()}")
+    with psycopg.connect(workbench.endpoints.postgres_url) as conn:
+        for offset, batch in enumerate(batches):
+            consumed = [
+                ConsumedEvent(_event(change, topic), topic, 0, offset, None)
+                for change, topic in batch
+            ]
+            projector.apply(conn, [(c, projector.prepare(c)) for c in consumed])
+            conn.commit()
+        change = batches[0][0][0]
+        return conn.execute(
+            "SELECT to_source_id, is_deleted FROM dictamesh_entity_relationships "
+            "WHERE from_entity_id = %s ORDER BY to_source_id",
+            (change.ref.entity_id,),
+        ).fetchall()
+
+
+@pytest.mark.parametrize("batched", [True, False], ids=["one-batch", "one-by-one"])
+def test_a_delete_then_a_recreation_keeps_the_new_edges_however_batched(
+    workbench: Any, batched: bool
+) -> None:
+    sid = _unique()
+    created = (_change(sid, 1, relationships=[_EDGE_A]), topics.ENTITY_CREATED)
+    deleted = (_change(sid, 2), topics.ENTITY_DELETED)
+    recreated = (_change(sid, 3, relationships=[_EDGE_X]), topics.ENTITY_UPDATED)
+    later = [[deleted, recreated]] if batched else [[deleted], [recreated]]
+    assert _edges_after(workbench, [[created], *later]) == [("a", True), ("x", False)]
+
+
+@pytest.mark.parametrize("order", [(1, 2), (2, 1)], ids=["in-order", "delete-late"])
+def test_a_delete_arriving_late_still_retires_the_edges_before_it(
+    workbench: Any, order: tuple[int, int]
+) -> None:
+    """Deletes travel on their own topic, so a replay may read v3 before the v2 delete."""
+    sid = _unique()
+    events = [
+        (_change(sid, 1, relationships=[_EDGE_A]), topics.ENTITY_CREATED),
+        (_change(sid, 2), topics.ENTITY_DELETED),
+        (_change(sid, 3, attributes={"back": True}), topics.ENTITY_UPDATED),  # edges unchanged
+    ]
+    batches = [[events[0]], *([events[i]] for i in order)]
+    assert _edges_after(workbench, batches) == [("a", True)]

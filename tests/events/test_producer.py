@@ -8,7 +8,7 @@ import pytest
 
 from workbench.events import topics
 from workbench.events.envelope import CloudEvent
-from workbench.events.producer import DeliveryError, EventProducer
+from workbench.events.producer import DeliveryError, EventProducer, InvalidPayloadError
 
 
 def _closed_port() -> int:
@@ -38,3 +38,13 @@ def test_a_failure_reported_by_its_handle_is_not_reported_again_by_flush() -> No
     with pytest.raises(DeliveryError, match="was not delivered"):
         handle.delivered(30)
     producer.flush(1)
+
+
+def test_an_entity_event_without_an_entity_change_is_refused_before_it_is_sent() -> None:
+    producer = EventProducer(f"127.0.0.1:{_closed_port()}", config={"log_level": 0})
+    data = {"domain": "d", "source_system": "s", "entity_type": "t", "version": 1}
+    event = CloudEvent(source="/unit", type=topics.ENTITY_CREATED, data=data)
+    with pytest.raises(InvalidPayloadError, match=r"field .source_id. field required"):
+        producer.publish(topics.ENTITY_CREATED, event)
+    assert producer.undelivered == []
+    producer.flush(1)  # nothing was queued

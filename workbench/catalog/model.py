@@ -11,7 +11,9 @@ import uuid
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from workbench.events.envelope import CloudEvent, InvalidEventError
 
 NAMESPACE = uuid.UUID("6f1c2a9e-4b7d-5e3a-9c11-d1c7a3e5f042")
 
@@ -100,3 +102,17 @@ def _uuid5(name: str) -> uuid.UUID:
     object.__setattr__(value, "int", bits)
     object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
     return value
+
+
+def entity_change(event: CloudEvent) -> EntityChange:
+    """The change an entity event carries; `InvalidEventError` naming the field and value if not."""
+    try:
+        return EntityChange.model_validate(event.data)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"]) or "data"
+        raise InvalidEventError(
+            "schema-invalid",
+            f"Entity event {event.id!r}: field {where!r} {problem['msg'].lower()} "
+            f"(value {problem.get('input')!r}).",
+        ) from None

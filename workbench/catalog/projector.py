@@ -19,11 +19,11 @@ import psycopg
 from prometheus_client import Counter
 from psycopg.copy import LibpqWriter
 from psycopg.types.json import Jsonb
-from pydantic import ValidationError
 
 from workbench.catalog.model import (
     EntityChange,
     RelationshipChange,
+    entity_change,
     entity_id,
     relationship_id,
 )
@@ -68,16 +68,7 @@ def parse_change(consumed: ConsumedEvent) -> PreparedChange:
             f"Event type {event.type!r} on topic {consumed.topic!r} is not an entity event "
             f"({', '.join(topics.ENTITY_TOPICS)}).",
         )
-    try:
-        change = EntityChange.model_validate(event.data)
-    except ValidationError as exc:
-        problem = exc.errors()[0]
-        where = ".".join(str(part) for part in problem["loc"]) or "data"
-        raise InvalidEventError(
-            "schema-invalid",
-            f"Entity event {event.id!r}: field {where!r} {problem['msg'].lower()} "
-            f"(value {problem.get('input')!r}).",
-        ) from None
+    change = entity_change(event)
     entity = entity_id(change.source_system, change.entity_type, change.source_id)
     return PreparedChange(
         change, deleted=event.type == topics.ENTITY_DELETED, entity=entity, entity_text=str(entity)
@@ -151,8 +142,9 @@ class _BatchPlan:
         self.latest: dict[str, tuple[str, int, str, int]] = {}  # for cache status
         self.late: list[tuple[ConsumedEvent, uuid.UUID, dict[str, Any]]] = []
         self.late_edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
-        self.edges: list[tuple[uuid.UUID, EntityChange, datetime]] = []
-        self.retired: list[tuple[uuid.UUID, datetime]] = []
+        self.late_deletes: list[tuple[uuid.UUID, int, datetime]] = []  # entity, version, time
+        # Each applied version's edges in arrival order: its full list, or None when deleted.
+        self.edge_changes: list[tuple[uuid.UUID, EntityChange | None, datetime]] = []
 
     def add(
         self,
@@ -179,7 +171,9 @@ class _BatchPlan:
             )
         if before is not None and before["version"] >= change.version:
             self.late.append((consumed, entity, after))
-            if change.relationships and not prepared.deleted:
+            if prepared.deleted:
+                self.late_deletes.append((entity, change.version, at))
+            elif change.relationships:
                 self.late_edges.append((entity, change, at))
             return
         current[entity_text] = after
@@ -228,9 +222,9 @@ class _BatchPlan:
         changes = latest[3] + 1 if latest is not None else 1
         self.latest[entity_text] = (entity_text, change.version, at_text, changes)
         if prepared.deleted:
-            self.retired.append((entity, at))
+            self.edge_changes.append((entity, None, at))
         elif change.relationships is not None:
-            self.edges.append((entity, change, at))
+            self.edge_changes.append((entity, change, at))
 
     def append(self, conn: psycopg.Connection[Any]) -> None:
         """Write the batch, appending wherever nothing can be there yet.
@@ -447,18 +441,20 @@ class CatalogProjector:
             plan.late_edges = [
                 item for item in plan.late_edges if (item[0], item[1].version) not in logged
             ]
+            plan.late_deletes = [item for item in plan.late_deletes if item[:2] not in logged]
         for consumed, entity, state in plan.late:
             self._record_late(conn, consumed, entity, state)
         for entity, change, at in plan.late_edges:
             self._record_late_relationships(conn, entity, change, at)
-        for entity, change, at in plan.edges:
-            self._apply_relationships(conn, entity, change, at)
-        if plan.retired:
-            conn.cursor().executemany(
-                "UPDATE dictamesh_entity_relationships SET is_deleted = true, updated_at = %s "
-                "WHERE from_entity_id = %s AND NOT is_deleted",
-                [(at, entity) for entity, at in plan.retired],
-            )
+        for entity, version, at in plan.late_deletes:
+            # A delete retires the edges older versions declared; newer versions' stay.
+            _retire_edges(conn, entity, at, older_than=version)
+        # In arrival order: a delete and a re-creation in one batch end with the new edges.
+        for entity, edges, at in plan.edge_changes:
+            if edges is None:
+                _retire_edges(conn, entity, at)
+            else:
+                self._apply_relationships(conn, entity, edges, at)
 
     def _without_reused_ids(
         self, conn: psycopg.Connection[Any], batch: Sequence[tuple[ConsumedEvent, PreparedChange]]
@@ -569,6 +565,21 @@ class CatalogProjector:
             "WHERE from_entity_id = %s AND NOT is_deleted AND NOT (id = ANY(%s))",
             (at, entity, keep),
         )
+
+
+def _retire_edges(
+    conn: psycopg.Connection[Any],
+    entity: uuid.UUID,
+    at: datetime,
+    *,
+    older_than: int | None = None,
+) -> None:
+    """Mark the entity's live outgoing edges deleted (only those declared before `older_than`)."""
+    conn.execute(
+        "UPDATE dictamesh_entity_relationships SET is_deleted = true, updated_at = %s "
+        "WHERE from_entity_id = %s AND NOT is_deleted AND (%s::bigint IS NULL OR version < %s)",
+        (at, entity, older_than, older_than),
+    )
 
 
 def _plan(

@@ -125,6 +125,10 @@ class _Poison:
     reason: str
     error: Exception
 
+    @property
+    def description(self) -> str:
+        return f"{type(self.error).__name__}: {self.error}"[:2000]
+
 
 @dataclass
 class _Decoded(Generic[P]):
@@ -373,7 +377,7 @@ class ConsumerRunner(Generic[P]):
         if batch is None:
             return
         self._dead_letter(batch.poison)
-        rejected = self._with_retry(lambda: self._commit(batch.good, batch.messages))
+        rejected = self._with_retry(lambda: self._commit(batch.good, batch.messages, batch.poison))
         self._commit_kafka(batch.messages)
         self.applied += len(batch.good) - len(rejected)
         BATCH_SECONDS.labels(self.sink.group).observe(time.perf_counter() - batch.started)
@@ -391,7 +395,7 @@ class ConsumerRunner(Generic[P]):
         )
 
     def _commit(
-        self, good: list[tuple[Any, ConsumedEvent, P]], messages: list[Any]
+        self, good: list[tuple[Any, ConsumedEvent, P]], messages: list[Any], poison: list[_Poison]
     ) -> list[_Poison]:
         """Apply the batch and its offsets in one transaction; return records that poisoned it.
 
@@ -409,6 +413,7 @@ class ConsumerRunner(Generic[P]):
                     raise
                 rejected = self._apply_one_by_one(conn, good)
                 self._dead_letter(rejected)
+            self._record_dead_letters(conn, [*poison, *rejected])
             self._store_offsets(conn, messages)
             conn.execute("SELECT pg_notify(%s, %s)", (PROGRESS_CHANNEL, self.sink.group))
         refused = {id(r.message) for r in rejected}
@@ -430,6 +435,30 @@ class ConsumerRunner(Generic[P]):
                     raise
                 rejected.append(_Poison(message, "sink-rejected", exc))
         return rejected
+
+    def _record_dead_letters(self, conn: psycopg.Connection[Any], sent: list[_Poison]) -> None:
+        """Which positions were dead-lettered, not applied: what `PublishHandle.wait` checks."""
+        if not sent:
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "INSERT INTO dictamesh_dead_lettered "
+                "(group_id, topic, kafka_partition, kafka_offset, reason, error) "
+                "VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (group_id, topic, kafka_partition, kafka_offset) "
+                "DO UPDATE SET reason = EXCLUDED.reason, error = EXCLUDED.error",
+                [
+                    (
+                        self.sink.group,
+                        item.message.topic(),
+                        item.message.partition(),
+                        item.message.offset(),
+                        item.reason,
+                        item.description,
+                    )
+                    for item in sent
+                ],
+            )
 
     def _store_offsets(self, conn: psycopg.Connection[Any], messages: list[Any]) -> None:
         latest = _next_offsets(messages)
@@ -473,7 +502,7 @@ class ConsumerRunner(Generic[P]):
                 ("dlq_original_topic", message.topic().encode()),
                 ("dlq_original_partition", str(message.partition()).encode()),
                 ("dlq_original_offset", str(message.offset()).encode()),
-                ("dlq_exception", f"{type(item.error).__name__}: {item.error}"[:2000].encode()),
+                ("dlq_exception", item.description.encode()),
                 ("dlq_consumer_group", self.sink.group.encode()),
             ]
             self.dead_letters.produce(

@@ -28,6 +28,10 @@ class ProjectionTimeout(TransientError):
     """A record was delivered but not applied within the wait."""
 
 
+class EventRejected(TerminalError):
+    """The consumer group read the record and dead-lettered it instead of applying it."""
+
+
 @dataclass
 class PublishHandle:
     """Where a published record landed, once the broker has said so."""
@@ -78,7 +82,10 @@ class PublishHandle:
         return self.partition, self.offset
 
     def wait(self, timeout: float = 30.0, *, group: str | None = None) -> PublishHandle:
-        """Block until `group` (default: the catalog projection) has applied this record."""
+        """Block until `group` (default: the catalog projection) has applied this record.
+
+        Raises `EventRejected` when the group dead-lettered it, `ProjectionTimeout` after `timeout`.
+        """
         from workbench.catalog.projector import GROUP
 
         started = time.monotonic()
@@ -115,6 +122,7 @@ def wait_for_offset(
                 (group, topic, partition),
             ).fetchone()
             if row is not None and row[0] > offset:
+                _raise_if_dead_lettered(conn, group, [(topic, partition, offset)])
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -127,10 +135,41 @@ def wait_for_offset(
                 break
 
 
+def _raise_if_dead_lettered(
+    conn: psycopg.Connection[Any], group: str, positions: list[tuple[str, int, int]]
+) -> None:
+    """Raise `EventRejected` naming the records at `positions` that `group` dead-lettered."""
+    rows = conn.execute(
+        "SELECT topic, kafka_partition, kafka_offset, reason, error FROM dictamesh_dead_lettered "
+        "WHERE group_id = %s AND (topic, kafka_partition, kafka_offset) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[])) "
+        "ORDER BY topic, kafka_partition, kafka_offset",
+        (
+            group,
+            [topic for topic, _, _ in positions],
+            [partition for _, partition, _ in positions],
+            [offset for _, _, offset in positions],
+        ),
+    ).fetchall()
+    if not rows:
+        return
+    topic, partition, offset, reason, error = rows[0]
+    more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+    raise EventRejected(
+        f"{group} did not apply {topic}[{partition}]@{offset}{more}: it was dead-lettered "
+        f"({reason}: {error}).",
+        remedy="fix the event and publish it again; wb.events.dead_letters() lists what was "
+        "sent away and why.",
+    )
+
+
 def wait_for_all(
     handles: list[PublishHandle], timeout: float = 60.0, group: str | None = None
 ) -> None:
-    """Wait until every handle's record is applied: one wait per partition, at its last offset."""
+    """Wait until every handle's record is applied: one wait per partition, at its last offset.
+
+    Raises `EventRejected` when the group dead-lettered any of them.
+    """
     from workbench.catalog.projector import GROUP
 
     if not handles:
@@ -154,6 +193,32 @@ def wait_for_all(
             handle.position()[1],
             timeout - (time.monotonic() - started),
         )
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        positions = [(h.topic, *h.position()) for h in handles]
+        _raise_if_dead_lettered(conn, group or GROUP, positions)
+
+
+class InvalidPayloadError(TerminalError):
+    """An event's data does not fit its topic; nothing was published."""
+
+
+def _check_payload(topic: str, event: CloudEvent) -> None:
+    """Entity events must carry an entity change: the projection would dead-letter them."""
+    from workbench.events import topics
+
+    if topic not in topics.ENTITY_TOPICS:
+        return
+    from workbench.catalog.model import entity_change
+    from workbench.events.envelope import InvalidEventError
+
+    try:
+        entity_change(event)
+    except InvalidEventError as exc:
+        raise InvalidPayloadError(
+            f"Not published to {topic}: {exc.message}",
+            remedy="give the event's data the fields of an entity change (domain, "
+            "source_system, entity_type, source_id, version, attributes).",
+        ) from None
 
 
 class EventProducer:
@@ -193,6 +258,7 @@ class EventProducer:
         """Queue one event; the handle reports delivery and projection."""
         from confluent_kafka import KafkaException
 
+        _check_payload(topic, event)
         record = event.to_kafka(self.mode)
         handle = PublishHandle(self, topic, event)
         while True:
