@@ -61,8 +61,12 @@ def _rows(conn: psycopg.Connection[Any], ns: str) -> list[tuple[Any, ...]]:
 
 
 def _dataset(
-    ns: str, name: str, columns: dict[str, list[tuple[str, str, str]]] | None = None
+    ns: str,
+    name: str,
+    columns: dict[str, list[tuple[str, str, str]]] | None = None,
+    filters: Sequence[tuple[str, str]] = (),
 ) -> Any:
+    """An OpenLineage dataset; `filters` are (dataset, field) inputs of the whole output."""
     dataset: dict[str, Any] = {"namespace": ns, "name": name}
     if columns is not None:
         dataset["facets"] = {
@@ -83,6 +87,15 @@ def _dataset(
                     }
                     for column, inputs in columns.items()
                 },
+                "dataset": [
+                    {
+                        "namespace": ns,
+                        "name": source,
+                        "field": field,
+                        "transformations": [{"type": "INDIRECT", "subtype": "FILTER"}],
+                    }
+                    for source, field in filters
+                ],
             },
             "schema": {"fields": [{"name": column, "type": "DECIMAL"} for column in columns]},
         }
@@ -409,6 +422,78 @@ def test_column_level_lineage_follows_only_the_column_inputs(
         ("orders", None, 2),
         ("rates", None, 2),
     ]
+
+
+def test_dataset_wide_inputs_feed_every_column_of_the_output(
+    conn: psycopg.Connection[Any], ns: str
+) -> None:
+    # report.total sums orders.amount over the orders whose status passes a filter.
+    report = _dataset(
+        ns,
+        "report",
+        {
+            "total": [("orders", "amount", "AGGREGATION")],
+            "name": [("customers", "name", "IDENTITY")],
+        },
+        filters=[("orders", "status")],
+    )
+    dashboard = _dataset(ns, "dashboard", {"revenue": [("report", "total", "IDENTITY")]})
+    for job, inputs, output in [
+        ("daily_report", ["orders", "customers"], report),
+        ("bi", ["report"], dashboard),
+    ]:
+        run = str(uuid.uuid4())
+        ingest_run_event(
+            conn, _event(ns, "COMPLETE", run, inputs=inputs, outputs=[output], job=job)
+        )
+    assert ("status", None, "FILTER") in {(r[2], r[3], r[5]) for r in _rows(conn, ns)}
+
+    assert _nodes(upstream(conn, f"{ns}/report", field="total"), ns) == [
+        ("orders", "amount", 1),
+        ("orders", "status", 1),
+    ]
+    revenue = upstream(conn, f"{ns}/dashboard", field="revenue")
+    assert _nodes(revenue, ns) == [
+        ("report", "total", 1),
+        ("orders", "amount", 2),
+        ("orders", "status", 2),
+    ]
+    assert revenue[-1].path == (
+        f"{ns}/dashboard#revenue",
+        f"{ns}/report#total",
+        f"{ns}/orders#status",
+    )
+    assert _nodes(upstream(conn, f"{ns}/dashboard", field="revenue", depth=1), ns) == [
+        ("report", "total", 1)
+    ]
+    # The filter changes which rows the report has: the whole report and each of its columns.
+    assert _nodes(downstream(conn, f"{ns}/orders", field="status"), ns) == [
+        ("report", None, 1),
+        ("report", "name", 1),
+        ("report", "total", 1),
+        ("dashboard", "revenue", 2),
+    ]
+    assert _nodes(downstream(conn, f"{ns}/orders", field="status", depth=1), ns) == [
+        ("report", None, 1),
+        ("report", "name", 1),
+        ("report", "total", 1),
+    ]
+    assert _nodes(downstream(conn, f"{ns}/orders", field="amount"), ns) == [
+        ("report", "total", 1),
+        ("dashboard", "revenue", 2),
+    ]
+
+
+def test_column_walks_through_dataset_wide_inputs_terminate_on_cycles(
+    conn: psycopg.Connection[Any], ns: str
+) -> None:
+    x, y = f"{ns}/x", f"{ns}/y"
+    add_edge(conn, x, y, source_field="k")  # x.k filters all of y
+    add_edge(conn, y, x, source_field="c", target_field="k")
+    assert _nodes(downstream(conn, x, field="k"), ns) == [("y", None, 1), ("y", "c", 1)]
+    assert _nodes(upstream(conn, x, field="k"), ns) == [("y", "c", 1)]
+    assert _nodes(upstream(conn, y, field="c"), ns) == [("x", "k", 1)]
+    assert _nodes(downstream(conn, y, field="c"), ns) == [("x", "k", 1), ("y", None, 2)]
 
 
 def test_impacted_by(conn: psycopg.Connection[Any], ns: str) -> None:

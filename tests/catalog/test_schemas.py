@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from workbench.catalog.schemas import (
@@ -597,6 +597,108 @@ JSON_CASES: list[tuple[str, Any, Any, str, list[tuple[str, str]]]] = [
         "BACKWARD",
         [("TYPE_NARROWED", "/type")],
     ),
+    (
+        "pattern properties dropped from a closed model, backward",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({}, **CLOSED),
+        "BACKWARD",
+        [("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", "/patternProperties/^x_")],
+    ),
+    (
+        "pattern properties dropped from a closed model, forward",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({}, **CLOSED),
+        "FORWARD",
+        [],
+    ),
+    (
+        "pattern narrowed to a longer prefix in a closed model",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({}, patternProperties={"^x_a": S}, **CLOSED),
+        "BACKWARD",
+        [("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", "/patternProperties/^x_")],
+    ),
+    (
+        "pattern widened to a shorter prefix in a closed model",
+        _obj({}, patternProperties={"^x_a": S}, **CLOSED),
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        "BACKWARD",
+        [],
+    ),
+    (
+        "pattern schema narrowed",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({}, patternProperties={"^x_": {"type": "string", "maxLength": 3}}, **CLOSED),
+        "FULL",
+        [("MAX_LENGTH_ADDED", "/patternProperties/^x_/maxLength")],
+    ),
+    (
+        "property added that an old pattern wrote as another type, backward",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({"x_a": I}, patternProperties={"^x_": S}, **CLOSED),
+        "BACKWARD",
+        [("TYPE_CHANGED", "/properties/x_a/type")],
+    ),
+    (
+        # The new schema's x_a must be an integer and a string: it is never written.
+        "property added that an old pattern wrote as another type, forward",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({"x_a": I}, patternProperties={"^x_": S}, **CLOSED),
+        "FORWARD",
+        [],
+    ),
+    (
+        "property added that an old pattern wrote as the same type",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({"x_a": S}, patternProperties={"^x_": S}, **CLOSED),
+        "FULL",
+        [],
+    ),
+    (
+        "property added matching a pattern the old schema lacks",
+        _obj({"a": S}),
+        _obj({"a": S}, patternProperties={"^x_": I}),
+        "BACKWARD",
+        [("ADDITIONAL_PROPERTIES_NARROWED", "/patternProperties/^x_")],
+    ),
+    (
+        "declared property meets a new pattern",
+        _obj({"x_a": S}),
+        _obj({"x_a": S}, patternProperties={"^x_": I}),
+        "BACKWARD",
+        [
+            ("TYPE_CHANGED", "/properties/x_a/type"),
+            ("ADDITIONAL_PROPERTIES_NARROWED", "/patternProperties/^x_"),
+        ],
+    ),
+    (
+        "new pattern overlapping an old one",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({}, patternProperties={"^x_": S, "^x_n": I}, **CLOSED),
+        "BACKWARD",
+        [("TYPE_CHANGED", "/patternProperties/^x_n/type")],
+    ),
+    (
+        "new pattern disjoint from the old one",
+        _obj({}, patternProperties={"^x_": S}, **CLOSED),
+        _obj({}, patternProperties={"^x_": S, "^y_": I}, **CLOSED),
+        "BACKWARD",
+        [],
+    ),
+    (
+        "type list rewritten as the equivalent anyOf",
+        {"type": ["string", "integer"]},
+        {"anyOf": [S, I]},
+        "FULL",
+        [],
+    ),
+    (
+        "type list rewritten as an anyOf missing a type",
+        {"type": ["string", "integer", "null"]},
+        {"anyOf": [S, I]},
+        "BACKWARD",
+        [("TYPE_NARROWED", "/anyOf/0/type")],
+    ),
     ("anything goes with NONE", _obj({"a": S}), I, "NONE", []),
 ]
 
@@ -895,6 +997,10 @@ JSON_LEAVES = st.one_of(
 )
 
 
+# Overlapping, nested, disjoint and unanchored patterns; "^a" matches a declared name.
+NAME_PATTERNS = st.sampled_from(["^x_", "^x_a", "^y", "_id$", "^a"])
+
+
 @st.composite
 def _json_objects(draw: st.DrawFn, inner: st.SearchStrategy[Any]) -> Any:
     props = draw(st.dictionaries(FIELD_NAMES, inner, max_size=4))
@@ -902,6 +1008,9 @@ def _json_objects(draw: st.DrawFn, inner: st.SearchStrategy[Any]) -> Any:
     required = draw(st.lists(st.sampled_from(sorted(props)), unique=True)) if props else []
     if required:
         schema["required"] = required
+    patterns = draw(st.dictionaries(NAME_PATTERNS, inner, max_size=2))
+    if patterns:
+        schema["patternProperties"] = patterns
     extra = draw(st.sampled_from(["absent", "true", "false", "schema"]))
     if extra == "schema":
         schema["additionalProperties"] = draw(inner)
@@ -910,7 +1019,7 @@ def _json_objects(draw: st.DrawFn, inner: st.SearchStrategy[Any]) -> Any:
     return schema
 
 
-JSON_SCHEMAS = st.recursive(
+JSON_TREES = st.recursive(
     JSON_LEAVES,
     lambda inner: st.one_of(
         _json_objects(inner),
@@ -924,7 +1033,7 @@ JSON_SCHEMAS = st.recursive(
 )
 # Definitions live at the root, where `#/$defs/...` points.
 JSON_SCHEMAS = st.one_of(
-    JSON_SCHEMAS, JSON_SCHEMAS.map(lambda s: {"$defs": {"d": s}, "$ref": "#/$defs/d"})
+    JSON_TREES, JSON_TREES.map(lambda s: {"$defs": {"d": s}, "$ref": "#/$defs/d"})
 )
 PROPERTY_SETTINGS = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
@@ -994,6 +1103,53 @@ def test_json_full_is_backward_plus_forward(a: Any, b: Any) -> None:
         a, b, schema_format="JSON", mode="FORWARD"
     )
     assert full == parts
+
+
+def _closed(**keywords: Any) -> dict[str, Any]:
+    return {"type": "object", **keywords, "additionalProperties": False}
+
+
+@PROPERTY_SETTINGS
+@given(JSON_TREES)
+def test_dropping_a_pattern_from_a_closed_model_loses_what_it_wrote(written: Any) -> None:
+    old = _closed(patternProperties={"^x_": written})
+    removed = [("PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL", "/patternProperties/^x_")]
+    assert _found(old, _closed(), "JSON", "BACKWARD") == removed
+    assert _found(old, _closed(), "JSON", "FORWARD") == []
+
+
+@PROPERTY_SETTINGS
+@given(JSON_TREES, JSON_TREES)
+def test_a_property_added_under_an_old_pattern_must_read_what_the_pattern_wrote(
+    written: Any, declared: Any
+) -> None:
+    assume(not (written is True or written == {}))  # open values: checked as an open model
+    patterns = {"^x_": written}
+    old = _closed(patternProperties=patterns)
+    new = _closed(patternProperties=patterns, properties={"x_k": declared})
+    # Exactly what reading the pattern's values with the declared schema finds, at x_k.
+    expected = [
+        (kind, "/properties/x_k" + path.rstrip("/"))
+        for kind, path in _found(written, declared, "JSON", "BACKWARD")
+    ]
+    assert _found(old, new, "JSON", "BACKWARD") == expected
+
+
+JSON_TYPES = ["null", "boolean", "object", "array", "number", "integer", "string"]
+
+
+@PROPERTY_SETTINGS
+@given(
+    st.lists(st.sampled_from(JSON_TYPES), min_size=2, unique=True),
+    st.sampled_from([{}, {"maxLength": 3}, {"minimum": 0}, {"description": "shared"}]),
+)
+def test_a_type_list_is_fully_compatible_with_its_anyof(
+    types: list[str], shared: dict[str, Any]
+) -> None:
+    listed = {"type": types, **shared}
+    branches = {"anyOf": [{"type": t, **shared} for t in reversed(types)]}
+    assert check_compatibility(listed, branches, schema_format="JSON", mode="FULL") == []
+    assert check_compatibility(branches, listed, schema_format="JSON", mode="FULL") == []
 
 
 # -- the registry on the real database ------------------------------------------------------

@@ -22,7 +22,9 @@ replaying an event changes nothing, and events arriving out of order converge on
 Queries walk the graph breadth-first, one indexed query per level, keeping the visited set in
 Python: each node is expanded once at its shortest depth, so cycles terminate, and the cost grows
 with the nodes reached rather than with the number of paths (which a recursive CTE carrying path
-arrays enumerates, exponentially on diamond-rich graphs).
+arrays enumerates, exponentially on diamond-rich graphs). A column walk takes a column edge with
+no target field (a ``columnLineage`` facet's dataset-wide input, such as a filter column) as
+feeding every column of its output.
 """
 
 from __future__ import annotations
@@ -660,15 +662,36 @@ _TABLE_STEP: dict[Direction, str] = {
     "upstream": "SELECT DISTINCT target_dataset, source_dataset FROM dictamesh_data_lineage "
     "WHERE target_dataset = ANY(%s) AND source_field IS NULL AND target_field IS NULL",
 }
+# A column edge with no target field (a columnLineage facet's ``dataset`` input, such as a
+# filter or join column) affects the whole output, so it feeds every column of that output.
 _COLUMN_STEP: dict[Direction, str] = {
-    "downstream": "SELECT DISTINCT e.source_dataset, e.source_field, e.target_dataset, "
-    "e.target_field FROM dictamesh_data_lineage e "
-    "JOIN unnest(%s::text[], %s::text[]) AS f(d, c) "
-    "ON e.source_dataset = f.d AND e.source_field = f.c",
-    "upstream": "SELECT DISTINCT e.target_dataset, e.target_field, e.source_dataset, "
-    "e.source_field FROM dictamesh_data_lineage e "
-    "JOIN unnest(%s::text[], %s::text[]) AS f(d, c) "
-    "ON e.target_dataset = f.d AND e.target_field = f.c",
+    "downstream": """
+        WITH f(d, c) AS (SELECT * FROM unnest(%s::text[], %s::text[])),
+        e AS (
+            SELECT e.source_dataset, e.source_field, e.target_dataset, e.target_field
+            FROM dictamesh_data_lineage e JOIN f ON e.source_dataset = f.d AND e.source_field = f.c
+        )
+        SELECT * FROM e
+        UNION
+        SELECT e.source_dataset, e.source_field, e.target_dataset, o.field FROM e
+        JOIN LATERAL (
+            SELECT target_field FROM dictamesh_data_lineage
+            WHERE target_dataset = e.target_dataset AND target_field IS NOT NULL
+            UNION
+            SELECT source_field FROM dictamesh_data_lineage
+            WHERE source_dataset = e.target_dataset AND source_field IS NOT NULL
+        ) AS o(field) ON true
+        WHERE e.target_field IS NULL
+    """,
+    "upstream": """
+        WITH f(d, c) AS (SELECT * FROM unnest(%s::text[], %s::text[]))
+        SELECT e.target_dataset, e.target_field, e.source_dataset, e.source_field
+        FROM dictamesh_data_lineage e JOIN f ON e.target_dataset = f.d AND e.target_field = f.c
+        UNION
+        SELECT f.d, f.c, e.source_dataset, e.source_field
+        FROM dictamesh_data_lineage e JOIN f ON e.target_dataset = f.d
+        WHERE e.target_field IS NULL AND e.source_field IS NOT NULL
+    """,
 }
 
 
@@ -718,7 +741,7 @@ def walk(
         for child in sorted(parents, key=_label):
             paths[child] = (*paths[parents[child]], _label(child))
             found.append(LineageNode(child[0], child[1], level, paths[child]))
-        # A column feeding a whole dataset (no target field) ends the column walk there.
+        # A whole dataset reached by a column walk is listed but not walked on: its columns are.
         frontier = [node for node in parents if field is None or node[1] is not None]
     return found
 

@@ -8,7 +8,8 @@ against the latest; NONE checks nothing.
 Avro is checked by reader/writer resolution as the Avro specification defines it (the same
 algorithm as Avro's ``SchemaCompatibility``, which Confluent uses). JSON Schema is checked
 structurally, keyword by keyword, with Confluent's rules: every value the writer's schema accepts
-must be accepted by the reader's.
+must be accepted by the reader's. A property name is compared under every schema that applies to
+it: its ``properties`` entry, the ``patternProperties`` it matches, else ``additionalProperties``.
 
 Each `Incompatibility` has:
 
@@ -35,7 +36,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from fractions import Fraction
-from functools import cache
+from functools import cache, reduce
 from typing import Any, Literal, NoReturn, TypeAlias, TypeGuard
 
 import polars as pl
@@ -775,7 +776,6 @@ _ANNOTATIONS = frozenset(
 )
 # Keywords whose changes are not analysed: any change on the reader's side counts as breaking.
 _UNANALYSED = (
-    "patternProperties",
     "dependencies",
     "dependentRequired",
     "dependentSchemas",
@@ -793,6 +793,8 @@ _SCHEMA_MAPS = frozenset(
     {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
 )
 _VALUES = frozenset({"enum", "const", "default", "examples"})
+# Keywords mapping property names (or name patterns) to the schemas of their values.
+_NAME_MAPS = ("properties", "patternProperties")
 
 
 def _json_type_of(value: Any) -> str:
@@ -1032,6 +1034,42 @@ def _matches(pattern: str, value: str) -> bool:
         return True
 
 
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]()|\\")
+
+
+def _literal_start(pattern: str) -> tuple[str, bool] | None:
+    """The text every name matching `pattern` starts with, and whether the pattern is just that.
+
+    Known only for anchored patterns (``^x_`` gives ``("x_", True)``); None otherwise.
+    """
+    if not pattern.startswith("^") or "|" in pattern:
+        return None  # unanchored, or an alternative that may match anywhere
+    body = pattern[1:]
+    for index, char in enumerate(body):
+        if char in _REGEX_SYNTAX:
+            optional = char in "*?{"  # a quantifier: the character before may be absent
+            return body[: index - 1 if optional and index else index], False
+    return body, True
+
+
+def _patterns_disjoint(a: str, b: str) -> bool:
+    """No name matches both patterns: known only when they pin different literal starts."""
+    start_a, start_b = _literal_start(a), _literal_start(b)
+    if start_a is None or start_b is None:
+        return False
+    return not (start_a[0].startswith(start_b[0]) or start_b[0].startswith(start_a[0]))
+
+
+def _pattern_covers(wide: str, narrow: str) -> bool:
+    """Every name matching `narrow` matches `wide`: known for equal patterns and plain prefixes."""
+    if wide == narrow:
+        return True
+    start_wide, start_narrow = _literal_start(wide), _literal_start(narrow)
+    if start_wide is None or start_narrow is None:
+        return False
+    return start_wide[1] and start_narrow[0].startswith(start_wide[0])
+
+
 def _value_violations(value: Any, r: dict[str, Any]) -> list[str]:
     """The reader's string and number keywords that one concrete value breaks."""
     broken: list[str] = []
@@ -1055,6 +1093,15 @@ def _value_violations(value: Any, r: dict[str, Any]) -> list[str]:
         if _is_number(step) and step > 0 and not _divides(step, value):
             broken.append("multipleOf")
     return broken
+
+
+@dataclass(frozen=True)
+class _Members:
+    """What an object schema says about its properties, by name, by pattern and the rest."""
+
+    declared: dict[str, Any]  # properties
+    patterns: dict[str, Any]  # patternProperties
+    extra: Any  # additionalProperties, dereferenced
 
 
 class _JsonCompat:
@@ -1101,7 +1148,7 @@ class _JsonCompat:
         merged = {**base, **extra}
         for key in set(base) & set(extra):
             a, b = base[key], extra[key]
-            if key == "properties" and isinstance(a, dict) and isinstance(b, dict):
+            if key in _NAME_MAPS and isinstance(a, dict) and isinstance(b, dict):
                 merged[key] = {
                     name: {"allOf": [a[name], b[name]]}
                     if name in a and name in b
@@ -1191,6 +1238,8 @@ class _JsonCompat:
         ]
         if not attempts or any(not attempt for attempt in attempts):
             return found
+        if self._each_type_matches(w, r[key], path):
+            return found
         if branch is None:
             return found + min(attempts, key=len)  # the closest branch says what is wrong
         return [
@@ -1202,6 +1251,21 @@ class _JsonCompat:
                 f"{self.side.reader} schema's {key}",
             ),
         ]
+
+    def _each_type_matches(self, w: dict[str, Any], branches: list[Any], path: str) -> bool:
+        """Does each type of the writer's type list match some branch of the reader's union?
+
+        A type list accepts what an anyOf of one schema per type does, so its types may
+        match different branches.
+        """
+        types = _types_of(w)
+        if types is None or len(types) < 2:
+            return False
+        options = [{**w, "type": t} for t in _JSON_TYPES if t in types]
+        self.keep.extend(options)  # their ids stay unique while compare() tracks them
+        return all(
+            any(not self.compare(option, branch, path) for branch in branches) for option in options
+        )
 
     def _keywords(self, w: dict[str, Any], r: dict[str, Any], path: str) -> list[Incompatibility]:
         found: list[Incompatibility] = []
@@ -1383,36 +1447,66 @@ class _JsonCompat:
                 )
         return found
 
+    def _members(self, schema: dict[str, Any], role: str) -> _Members:
+        return _Members(
+            declared=schema.get("properties") or {},
+            patterns=schema.get("patternProperties") or {},
+            extra=self.deref(schema.get("additionalProperties", True), role),
+        )
+
     def _objects(self, w: dict[str, Any], r: dict[str, Any], path: str) -> list[Incompatibility]:
-        w_props: dict[str, Any] = w.get("properties") or {}
-        r_props: dict[str, Any] = r.get("properties") or {}
-        w_extra = self.deref(w.get("additionalProperties", True), "writer")
-        r_extra = self.deref(r.get("additionalProperties", True), "reader")
+        written, read = self._members(w, "writer"), self._members(r, "reader")
         found: list[Incompatibility] = []
-        for name, schema in r_props.items():
+        for name, schema in read.declared.items():
             where = f"{path}/properties/{_escape(name)}"
-            if name in w_props:
-                found += self.compare(w_props[name], schema, where)
+            if name in written.declared:
+                found += self.compare(written.declared[name], schema, where)
+                found += self._new_patterns(written.declared[name], name, written, read, where)
             else:
-                found += self._property_added(name, schema, w_extra, where)
-        for name, schema in w_props.items():
-            if name not in r_props and self.deref(schema, "writer") is not False:
+                found += self._property_added(name, schema, written, where)
+        for name, schema in written.declared.items():
+            if name not in read.declared and self.deref(schema, "writer") is not False:
                 where = f"{path}/properties/{_escape(name)}"
-                found += self._property_removed(name, schema, r_extra, where)
-        if w_extra is not False:
-            found += self._additional(w_extra, r_extra, f"{path}/additionalProperties")
-        found += self._required(w, r, r_props, path)
+                found += self._property_removed(name, schema, written, read, where)
+        found += self._pattern_properties(written, read, path)
+        if written.extra is not False:
+            found += self._additional(written.extra, read.extra, f"{path}/additionalProperties")
+        found += self._required(w, r, read.declared, path)
         found += self._counts(w, r, path, "Properties")
         return found
 
-    def _property_added(
-        self, name: str, schema: Any, w_extra: Any, where: str
+    def _written_as(self, name: str, written: _Members) -> Any:
+        """The writer's schema for a name it does not declare: its patterns', else its extras'."""
+        matching = [
+            self.deref(schema, "writer")
+            for pattern, schema in written.patterns.items()
+            if _matches(pattern, name)
+        ]
+        return reduce(self.merge, matching, True) if matching else written.extra
+
+    def _new_patterns(
+        self, schema: Any, name: str, written: _Members, read: _Members, where: str
     ) -> list[Incompatibility]:
-        """A property only the reader declares: the writer wrote it, if at all, as an extra."""
-        if w_extra is False:
+        """Reader patterns that match a name the writer declares also constrain its value.
+
+        A pattern the writer has too is left to `_pattern_properties`: the writer's own pattern
+        already constrains the value, and that pattern is compared once for all names.
+        """
+        found: list[Incompatibility] = []
+        for pattern, pattern_schema in read.patterns.items():
+            if pattern not in written.patterns and _matches(pattern, name):
+                found += self.compare(schema, pattern_schema, where)
+        return found
+
+    def _property_added(
+        self, name: str, schema: Any, written: _Members, where: str
+    ) -> list[Incompatibility]:
+        """A property only the reader declares: written, if at all, by a pattern or as an extra."""
+        writes = self._written_as(name, written)
+        if writes is False:
             return []  # the writer's closed content model never writes it
-        if not _is_any(w_extra):
-            return self.compare(w_extra, schema, where)
+        if not _is_any(writes):
+            return self.compare(writes, schema, where)
         if _is_any(self.deref(schema, "reader")):
             return []
         return [
@@ -1425,20 +1519,68 @@ class _JsonCompat:
         ]
 
     def _property_removed(
-        self, name: str, schema: Any, r_extra: Any, where: str
+        self, name: str, schema: Any, written: _Members, read: _Members, where: str
     ) -> list[Incompatibility]:
-        """A property only the writer declares: the reader must take it as an extra."""
+        """A property only the writer declares: the reader takes it by pattern or as an extra."""
+        if any(_matches(pattern, name) for pattern in read.patterns):
+            return self._new_patterns(schema, name, written, read, where)
+        return self._taken_as_extra(f"Property {name!r} is", schema, read.extra, where)
+
+    def _taken_as_extra(
+        self, subject: str, schema: Any, r_extra: Any, where: str
+    ) -> list[Incompatibility]:
+        """Values the writer declares and the reader can take only as additional properties."""
         if r_extra is False:
             return [
                 self.issue(
                     where,
                     "PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL",
-                    f"Property {name!r} is in the {self.side.writer} schema but not in the "
+                    f"{subject} in the {self.side.writer} schema but not in the "
                     f"{self.side.reader} schema, whose content model is closed "
                     "(additionalProperties: false)",
                 )
             ]
         return [] if _is_any(r_extra) else self.compare(schema, r_extra, where)
+
+    def _pattern_properties(
+        self, written: _Members, read: _Members, path: str
+    ) -> list[Incompatibility]:
+        """Names no schema declares: by the writer's patterns, and the reader's new patterns."""
+        found: list[Incompatibility] = []
+        for pattern, schema in written.patterns.items():
+            found += self._pattern_written(pattern, schema, written, read, path)
+        if written.extra is False:
+            return found  # names matching no writer pattern are never written
+        for pattern, schema in read.patterns.items():
+            if not any(_pattern_covers(mine, pattern) for mine in written.patterns):
+                # Some names it matches reach the writer only as additional properties.
+                where = f"{path}/patternProperties/{_escape(pattern)}"
+                found += self._additional(written.extra, self.deref(schema, "reader"), where)
+        return found
+
+    def _pattern_written(
+        self, pattern: str, schema: Any, written: _Members, read: _Members, path: str
+    ) -> list[Incompatibility]:
+        """Names matching a writer pattern, against each reader pattern that may match them too.
+
+        Unless one reader pattern surely covers them all, some reach the reader's additional
+        properties as well.
+        """
+        if self.deref(schema, "writer") is False:
+            return []  # the writer never writes such names
+        found: list[Incompatibility] = []
+        for other, other_schema in read.patterns.items():
+            # A writer pattern of its own constrains the overlap: compared under that pattern.
+            overlaps = other not in written.patterns and not _patterns_disjoint(pattern, other)
+            if other == pattern or overlaps:
+                where = f"{path}/patternProperties/{_escape(other)}"
+                found += self.compare(schema, other_schema, where)
+        if not any(_pattern_covers(other, pattern) for other in read.patterns):
+            where = f"{path}/patternProperties/{_escape(pattern)}"
+            found += self._taken_as_extra(
+                f"Properties matching {pattern!r} are", schema, read.extra, where
+            )
+        return found
 
     def _additional(self, w_extra: Any, r_extra: Any, where: str) -> list[Incompatibility]:
         if r_extra is False:
