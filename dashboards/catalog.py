@@ -6,6 +6,7 @@ them) opens with that entity's detail shown and the list narrowed to its system 
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
@@ -16,6 +17,7 @@ import param
 from workbench.dashboards.layout import Page
 
 if TYPE_CHECKING:
+    from workbench.catalog.api import Entity
     from workbench.client import Workbench
 
 PAGE_SIZE = 25
@@ -102,6 +104,20 @@ def _table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
     )
 
 
+def _summary(entity: Entity) -> str:
+    """The detail header; every value came from a source system, so each one is escaped."""
+    esc = html.escape
+    ref = f"{entity.source_system}/{entity.entity_type}/{entity.source_id}"
+    state = "deleted" if entity.is_deleted else "live"
+    return (
+        f"<h3>{esc(entity.display_name or entity.source_id)}</h3>"
+        f"<p><code>{esc(ref)}</code> · domain <strong>{esc(entity.domain)}</strong>"
+        f" · version <strong>{esc(str(entity.version))}</strong> · {state}"
+        f" · owners {esc(', '.join(entity.owners)) or '—'}"
+        f" · tags {esc(', '.join(entity.tags)) or '—'}</p>"
+    )
+
+
 def _detail(workbench: Workbench, row: Mapping[str, Any] | pd.Series) -> list[Any]:
     ref = (row["source_system"], row["entity_type"], row["source_id"])
     entity = workbench.catalog.get(*ref)
@@ -109,15 +125,8 @@ def _detail(workbench: Workbench, row: Mapping[str, Any] | pd.Series) -> list[An
         return [pn.pane.Markdown("The entity is no longer in the catalog.")]
     history = workbench.catalog.history(*ref)
     relationships = workbench.catalog.relationships(*ref, include_deleted=True)
-    state = "deleted" if entity.is_deleted else "live"
     return [
-        pn.pane.Markdown(
-            f"### {entity.display_name or entity.source_id}\n"
-            f"`{entity.source_system}/{entity.entity_type}/{entity.source_id}` · domain "
-            f"**{entity.domain}** · version **{entity.version}** · {state} · owners "
-            f"{', '.join(entity.owners) or '—'} · tags {', '.join(entity.tags) or '—'}",
-            css_classes=["dm-entity-detail"],
-        ),
+        pn.pane.HTML(_summary(entity), css_classes=["dm-entity-detail"]),
         pn.Tabs(
             ("Attributes", pn.pane.JSON(entity.attributes, depth=2, theme="light")),
             (

@@ -246,7 +246,7 @@ def test_dead_letters_are_listed_and_replayed_to_their_topic(workbench: Any, wor
     assert ours["original_topic"].to_list()[-1] == topics.ENTITY_CREATED
     assert workbench.catalog.get("replay", "e", source_id) is None
 
-    assert workbench.events.replay(dlq, [ours["offset"].to_list()[-1]]) == 1
+    assert workbench.events.replay([ours["letter_id"].to_list()[-1]]) == 1
     deadline = time.monotonic() + 60
     while workbench.catalog.get("replay", "e", source_id) is None:
         assert time.monotonic() < deadline, "the replayed record was never applied"

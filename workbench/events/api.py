@@ -8,7 +8,7 @@ from typing import Any
 
 import polars as pl
 
-from workbench.events.deadletters import dead_letter_frame, read_dead_letters, replay
+from workbench.events.deadletters import dead_letter_frame, read_dead_letters, replay_letters
 from workbench.events.envelope import CloudEvent, InvalidEventError
 from workbench.events.producer import EventProducer, PublishHandle
 
@@ -103,15 +103,12 @@ class Events:
         """What the dead-letter topics hold, with reason and original position."""
         return dead_letter_frame(read_dead_letters(self.bootstrap, topics))
 
-    def replay(self, topic: str, offsets: list[int]) -> int:
-        """Send the given dead letters (by DLQ topic and offset) back to their original topic."""
-        wanted = set(offsets)
-        letters = [
-            d
-            for d in read_dead_letters(self.bootstrap, [topic.removesuffix(".dlq")])
-            if d.offset in wanted
-        ]
-        return replay(self.bootstrap, letters)
+    def replay(self, letter_ids: list[str]) -> int:
+        """Send exactly these dead letters (their `letter_id`s) back to their original topics.
+
+        Sends none when one of them is no longer in its dead-letter topic.
+        """
+        return replay_letters(self.bootstrap, letter_ids)
 
 
 def _row(message: Any) -> dict[str, Any]:

@@ -20,9 +20,15 @@ from workbench.events.consumer import record_time
 from workbench.events.topics import SEED_TOPICS, dead_letter_topic
 
 
+def letter_id(topic: str, partition: int, offset: int) -> str:
+    """A dead letter's stable name: its place in its dead-letter topic."""
+    return f"{topic}/{partition}@{offset}"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     topic: str
+    partition: int
     offset: int
     reason: str
     original_topic: str
@@ -34,6 +40,10 @@ class DeadLetter:
     value: bytes | None
     headers: tuple[tuple[str, bytes], ...]
     dead_lettered_at: datetime | None
+
+    @property
+    def letter_id(self) -> str:
+        return letter_id(self.topic, self.partition, self.offset)
 
 
 def _header(headers: Iterable[tuple[str, Any]], name: str) -> str:
@@ -91,6 +101,7 @@ def read_dead_letters(
             letters.append(
                 DeadLetter(
                     topic=message.topic(),
+                    partition=message.partition(),
                     offset=message.offset(),
                     reason=_header(headers, "dlq_reason"),
                     original_topic=_header(headers, "dlq_original_topic"),
@@ -110,10 +121,13 @@ def read_dead_letters(
 
 
 def dead_letter_frame(letters: list[DeadLetter]) -> pl.DataFrame:
+    """One row per letter, named by `letter_id` and in place order, so refreshes keep rows put."""
     return pl.DataFrame(
         [
             {
+                "letter_id": d.letter_id,
                 "topic": d.topic,
+                "partition": d.partition,
                 "offset": d.offset,
                 "reason": d.reason,
                 "original_topic": d.original_topic,
@@ -127,7 +141,9 @@ def dead_letter_frame(letters: list[DeadLetter]) -> pl.DataFrame:
             for d in letters
         ],
         schema={
+            "letter_id": pl.String,
             "topic": pl.String,
+            "partition": pl.Int64,
             "offset": pl.Int64,
             "reason": pl.String,
             "original_topic": pl.String,
@@ -138,7 +154,23 @@ def dead_letter_frame(letters: list[DeadLetter]) -> pl.DataFrame:
             "bytes": pl.Int64,
             "dead_lettered_at": pl.Datetime("us", "UTC"),
         },
-    )
+    ).sort("topic", "partition", "offset")
+
+
+def replay_letters(bootstrap: str, letter_ids: Iterable[str]) -> int:
+    """Replay exactly the dead letters named (by `letter_id`); send none if one is not found."""
+    wanted = set(letter_ids)
+    if not wanted:
+        return 0
+    topics = sorted({name.rsplit("/", 1)[0] for name in wanted})
+    found = [d for d in read_dead_letters(bootstrap, topics) if d.letter_id in wanted]
+    missing = wanted - {d.letter_id for d in found}
+    if missing:
+        raise TerminalError(
+            f"Dead letters not found: {', '.join(sorted(missing))}.",
+            remedy="refresh the list of dead letters and select again.",
+        )
+    return replay(bootstrap, found)
 
 
 def replay(bootstrap: str, letters: Iterable[DeadLetter]) -> int:
