@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import raw_producer, read_records
 from workbench import db
+from workbench.catalog.api import InvalidEntityError
 from workbench.catalog.model import EntityChange, EntityRef, RelationshipChange
 from workbench.catalog.projector import GROUP, CatalogProjector
 from workbench.events import topics
@@ -431,8 +432,6 @@ def test_time_travel_gives_an_entity_and_a_query_as_they_were(workbench: Any, wo
     assert workbench.catalog.entities(domain=domain, text="draft", as_of=after_v1).height == 1
     assert workbench.catalog.entities(domain=domain, text="draft").height == 0
 
-    from workbench.catalog.api import InvalidEntityError
-
     with pytest.raises(InvalidEntityError, match="no timezone"):
         workbench.catalog.get("unit", "doc", sid, as_of=datetime(2026, 1, 1))
     with pytest.raises(InvalidEntityError, match="not an entity id"):
@@ -551,3 +550,16 @@ def test_a_delete_arriving_late_still_retires_the_edges_before_it(
     ]
     batches = [[events[0]], *([events[i]] for i in order)]
     assert _edges_after(workbench, batches) == [("a", True)]
+
+
+def test_registering_a_version_the_catalog_already_has_is_refused(
+    workbench: Any, workers: Any
+) -> None:
+    sid = _unique()
+    workbench.catalog.register("test", "unit", "widget", sid, attributes={"n": 1}).wait()
+    workbench.catalog.register("test", "unit", "widget", sid, attributes={"n": 2}).wait()
+    with pytest.raises(InvalidEntityError, match=r"version=2 is not newer than version 2"):
+        workbench.catalog.register("test", "unit", "widget", sid, version=2, attributes={"n": 9})
+    assert workbench.catalog.get("unit", "widget", sid).attributes == {"n": 2}
+    workbench.catalog.register("test", "unit", "widget", sid, version=5, attributes={"n": 5}).wait()
+    assert workbench.catalog.get("unit", "widget", sid).version == 5

@@ -92,6 +92,14 @@ class Catalog:
         Schema before anything is sent.
         """
         current = self._current_version(source_system, entity_type, source_id)
+        if version is not None and version <= current:
+            # The projection would keep the newer version and only log this one as late.
+            raise InvalidEntityError(
+                f"version={version} is not newer than version {current} of "
+                f"{source_system}/{entity_type}/{source_id} in the catalog.",
+                remedy=f"omit version= (it becomes {current + 1}) or pass a higher one; "
+                "nothing was published.",
+            )
         try:
             change = EntityChange(
                 domain=domain,

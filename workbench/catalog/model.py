@@ -60,7 +60,10 @@ class EntityChange(BaseModel):
     source_system: str = Field(min_length=1, max_length=200)
     entity_type: str = Field(min_length=1, max_length=200)
     source_id: str = Field(min_length=1, max_length=1000)
-    version: int = Field(ge=1, description="Increases with every change of one entity.")
+    # Strict: "3", 3.0 and true are not versions; the bound is the catalog's bigint column.
+    version: int = Field(
+        ge=1, le=2**63 - 1, strict=True, description="Increases with every change of one entity."
+    )
     attributes: dict[str, Any] = Field(default_factory=dict)
     relationships: list[RelationshipChange] | None = Field(
         default=None,
