@@ -196,8 +196,11 @@ def serve(
     settings = _settings()
     load_credentials(settings, demo=demo)  # refuse before starting anything
     workbench = connect(settings)
-    if consumers:
+    workers = (
         Workers(build_runners(workbench.endpoints, batch_size=settings.consumer_batch_size)).start()
+        if consumers
+        else None
+    )
 
     def announce(url: str, credentials: Any) -> None:
         out.print(f"DictaMesh Workbench dashboards: [bold]{url}[/]", highlight=False)
@@ -216,6 +219,7 @@ def serve(
         port=port or settings.serve_port,
         demo=demo,
         announce=announce,
+        on_stop=workers.stop if workers is not None else None,  # each finishes its batch
     )
 
 

@@ -101,6 +101,35 @@ def test_consume_stops_cleanly_on_sigterm(
     assert not [child for child in children if child.is_running()]
 
 
+def test_serve_stops_its_background_consumers_cleanly_on_sigterm(
+    stack: Any, workbench: Any
+) -> None:
+    from tests.helpers import free_port, wait_for_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "dictamesh"), "serve", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "DICTAMESH_DASHBOARD_USERS": "ops:sigterm-test-password"},
+    )
+    assert process.stdout is not None
+    wait_for_port(port, process=process)
+    seen = []
+    for line in process.stdout:  # the workers are up once the catalog projector has joined
+        seen.append(line)
+        if "consumer started" in line and "catalog-projector" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    output = "".join(seen) + process.communicate(timeout=60)[0]
+    assert process.returncode == 0, output
+    assert "dashboards stopped" in output
+    from workbench.events.workers import discover_sinks
+
+    assert output.count("consumer stopped") == len(discover_sinks()), output
+
+
 def test_a_supervised_consumer_without_its_supervisor_exits_without_joining(
     stack: Any, workbench: Any
 ) -> None:

@@ -201,12 +201,24 @@ def serve(
     port: int,
     demo: bool = False,
     announce: Callable[[str, Credentials], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> None:
-    """Serve until interrupted."""
+    """Serve until SIGTERM or Ctrl-C; then stop the server and call `on_stop`."""
+    import signal
+
     server, credentials = build_server(settings, workbench, host=host, port=port, demo=demo)
     server.start()
     url = f"http://{'localhost' if host in {'127.0.0.1', '0.0.0.0'} else host}:{server.port}/"  # noqa: S104
     log.info("serving dashboards", url=url, demo=credentials.demo)
     if announce:
         announce(url, credentials)
-    server.io_loop.start()
+    loop = server.io_loop.asyncio_loop
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop_signal, server.io_loop.stop)
+    try:
+        server.io_loop.start()
+    finally:
+        server.stop()
+        if on_stop is not None:
+            on_stop()
+        log.info("dashboards stopped")
