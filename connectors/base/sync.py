@@ -574,7 +574,7 @@ class SyncEngine:
             CloudEvent(
                 id=str(uuid.uuid5(NAMESPACE, f"{adapter.instance}\x1fwebhook\x1f{digest}")),
                 source=event_source(adapter.instance),
-                type=f"{topics.ADAPTER_EVENT}.{delivery.event}",
+                type=topics.ADAPTER_EVENT,  # the topic's name; the webhook event is in data
                 subject=subject,
                 partitionkey=subject,
                 time=delivery.occurred_at or datetime.now().astimezone(),

@@ -17,7 +17,8 @@ APIs) are available through `platform`, `app` and `client`, and `list`/`get`/`se
 
 Webhooks: deliveries are verified with the webhook's secret (``X-Chatwoot-Signature: sha256=``
 HMAC-SHA256 of ``"{X-Chatwoot-Timestamp}.{body}"``, timestamps older than five minutes refused)
-and become a ``dictamesh.adapter.event.<event>`` CloudEvent plus the entity changes they carry.
+and become a ``dictamesh.adapter.event`` CloudEvent (the Chatwoot event in its subject and data)
+plus the entity changes they carry.
 """
 
 from __future__ import annotations

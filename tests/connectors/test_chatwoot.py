@@ -254,7 +254,9 @@ def test_sync_and_webhooks_reach_the_catalog(prism: Prism, workbench: Any, worke
     handles = workbench.connectors.engine_for(False).apply_webhook(
         adapter, adapter.receive(body, headers)
     )
-    assert handles[0].event.type == "dictamesh.adapter.event.conversation_status_changed"
+    assert handles[0].event.type == "dictamesh.adapter.event"  # a seed topic's type is its name
+    assert handles[0].event.data["event"] == "conversation_status_changed"
+    assert handles[0].event.subject.endswith("/webhook/conversation_status_changed")
     wait_for_all(handles[1:], timeout=60)
     updated = workbench.catalog.get(instance, "conversation", "0")
     assert updated is not None and updated.attributes["status"] == "resolved"

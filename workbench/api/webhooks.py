@@ -127,7 +127,7 @@ class WebhookHandler(DeliveryHandler):
         self._answer(
             202,
             {
-                "event": handles[0].event.type if handles else None,
+                "event": handles[0].event.data["event"] if handles else None,
                 "published": [h.event.id for h in handles],
             },
         )
