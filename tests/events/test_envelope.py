@@ -219,12 +219,11 @@ def test_the_quick_binary_reading_agrees_with_the_full_one(
 ) -> None:
     """Records of the common shape skip the full reading; whatever they are read as, it is it."""
     headers = (required_headers if keep_required else []) + headers
-    quick = CloudEvent._read_binary_quickly(value, headers, key)
+    received = datetime(2026, 11, 27, 12, tzinfo=UTC)  # the record's timestamp
+    quick = CloudEvent._read_binary_quickly(value, headers, key, received)
     if quick is None:
         return
-    full = CloudEvent._read_fully(value, headers, key)
-    if not any(name.lower() == "ce_time" for name, _ in headers):  # both stamp the reading time
-        full = full.model_copy(update={"time": quick.time})
+    full = CloudEvent._read_fully(value, headers, key, received)
     assert quick == full
     assert quick.model_dump(exclude_unset=True) == full.model_dump(exclude_unset=True)
     assert repr(quick) == repr(full)
@@ -233,4 +232,30 @@ def test_the_quick_binary_reading_agrees_with_the_full_one(
 def test_records_as_the_workbench_writes_them_take_the_quick_reading() -> None:
     event = CloudEvent(source="/s", type="t", partitionkey="k", traceparent="00-ab", data={"a": 1})
     record = event.to_kafka()
-    assert CloudEvent._read_binary_quickly(record.value, record.headers, record.key) == event
+    quick = CloudEvent._read_binary_quickly(record.value, record.headers, record.key, None)
+    assert quick == event
+
+
+@given(
+    received=st.datetimes(min_value=datetime(1970, 1, 2), timezones=st.just(UTC)),
+    extension=st.booleans(),
+)
+def test_an_event_without_time_takes_its_records_timestamp_in_either_mode(
+    received: datetime, extension: bool
+) -> None:
+    """Reading the same record twice (a replay) must give the same event, time included."""
+    headers = [("ce_specversion", b"1.0"), ("ce_id", b"e1"), ("ce_source", b"/s")]
+    headers += [("ce_type", b"t"), ("content-type", b"application/json")]
+    if extension:  # takes the full reading instead of the one-pass one
+        headers.append(("ce_xorigin", b"lab"))
+    structured = json.dumps({"specversion": "1.0", "id": "e1", "source": "/s", "type": "t"})
+    for value, record_headers in (
+        (b"{}", headers),
+        (structured.encode(), [("content-type", b"application/cloudevents+json")]),
+    ):
+        read = CloudEvent.from_kafka(value, record_headers, None, received=received)
+        again = CloudEvent.from_kafka(value, record_headers, None, received=received)
+        assert read.time == again.time == received.astimezone(UTC)
+    stamped = [*headers, ("ce_time", b"2026-01-02T03:04:05Z")]
+    given_time = CloudEvent.from_kafka(b"{}", stamped, None, received=received).time
+    assert given_time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

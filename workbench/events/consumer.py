@@ -389,10 +389,9 @@ class ConsumerRunner(Generic[P]):
                 "payload-too-large",
                 f"The record is {len(value):,} bytes; events are limited to {MAX_EVENT_BYTES:,}.",
             )
-        event = CloudEvent.from_kafka(value, message.headers(), message.key())
-        return ConsumedEvent(
-            event, message.topic(), message.partition(), message.offset(), record_time(message)
-        )
+        stamped = record_time(message)
+        event = CloudEvent.from_kafka(value, message.headers(), message.key(), received=stamped)
+        return ConsumedEvent(event, message.topic(), message.partition(), message.offset(), stamped)
 
     def _commit(
         self, good: list[tuple[Any, ConsumedEvent, P]], messages: list[Any], poison: list[_Poison]

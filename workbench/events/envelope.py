@@ -148,13 +148,19 @@ class CloudEvent(BaseModel):
         value: bytes | None,
         headers: Iterable[tuple[str, bytes | str | None]] | None,
         key: bytes | None = None,
+        *,
+        received: datetime | None = None,
     ) -> CloudEvent:
-        """Read a record in either content mode; raise `InvalidEventError` when it is not one."""
+        """Read a record in either content mode; raise `InvalidEventError` when it is not one.
+
+        An event without `time` takes `received` (the record's Kafka timestamp), so reading the
+        same record again gives the same event; without either, the time of reading.
+        """
         if headers:
-            quick = cls._read_binary_quickly(value, headers, key)
+            quick = cls._read_binary_quickly(value, headers, key, received)
             if quick is not None:
                 return quick
-        return cls._read_fully(value, headers, key)
+        return cls._read_fully(value, headers, key, received)
 
     @classmethod
     def _read_fully(
@@ -162,17 +168,18 @@ class CloudEvent(BaseModel):
         value: bytes | None,
         headers: Iterable[tuple[str, bytes | str | None]] | None,
         key: bytes | None,
+        received: datetime | None,
     ) -> CloudEvent:
         header_map = {name.lower(): _text(raw) for name, raw in (headers or [])}
         content_type = header_map.get("content-type") or ""
         if content_type.startswith("application/cloudevents"):
-            return cls._from_structured(value, key)
+            return cls._from_structured(value, key, received)
         if "ce_specversion" in header_map:
-            return cls._from_binary(value, header_map, key)
+            return cls._from_binary(value, header_map, key, received)
         if _looks_structured(value):
             # Some writers (the Python SDK among them) label structured events with the data's
             # content type; a JSON object carrying `specversion` is unambiguous enough.
-            return cls._from_structured(value, key)
+            return cls._from_structured(value, key, received)
         raise InvalidEventError(
             "not-a-cloudevent",
             "The record has neither a ce_specversion header (binary mode) nor a content-type of "
@@ -185,6 +192,7 @@ class CloudEvent(BaseModel):
         value: bytes | None,
         headers: Iterable[tuple[str, bytes | str | None]],
         key: bytes | None,
+        received: datetime | None,
     ) -> CloudEvent | None:
         """A binary-mode record of the common shape, read in one pass; None to read it fully.
 
@@ -199,7 +207,8 @@ class CloudEvent(BaseModel):
         content_type = values["datacontenttype"]
         if content_type is not None and content_type.startswith("application/cloudevents"):
             return None
-        stamped = utcnow() if values["time"] is None else _aware_time(values["time"])
+        given_time = values["time"]
+        stamped = (received or utcnow()) if given_time is None else _aware_time(given_time)
         if stamped is None:
             return None
         values["time"] = stamped
@@ -217,11 +226,16 @@ class CloudEvent(BaseModel):
 
     @classmethod
     def _from_binary(
-        cls, value: bytes | None, headers: Mapping[str, str], key: bytes | None
+        cls,
+        value: bytes | None,
+        headers: Mapping[str, str],
+        key: bytes | None,
+        received: datetime | None,
     ) -> CloudEvent:
         attributes: dict[str, Any] = {
             name[3:]: text for name, text in headers.items() if name.startswith("ce_")
         }
+        _default_time(attributes, received)
         attributes["datacontenttype"] = headers.get("content-type")
         if key is not None and "partitionkey" not in attributes:
             attributes["partitionkey"] = _text(key)
@@ -252,7 +266,9 @@ class CloudEvent(BaseModel):
         return event
 
     @classmethod
-    def _from_structured(cls, value: bytes | None, key: bytes | None) -> CloudEvent:
+    def _from_structured(
+        cls, value: bytes | None, key: bytes | None, received: datetime | None
+    ) -> CloudEvent:
         try:
             envelope = json.loads(value or b"")
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -268,6 +284,7 @@ class CloudEvent(BaseModel):
             data = base64.b64decode(envelope.pop("data_base64"))
         if key is not None and "partitionkey" not in envelope:
             envelope["partitionkey"] = _text(key)
+        _default_time(envelope, received)
         return cls._build(envelope, data)
 
     @classmethod
@@ -373,6 +390,12 @@ def _checked_attributes(known: dict[str, Any], extensions: dict[str, str]) -> di
     ):
         return None
     return {**known, "time": time, "specversion": SPEC_VERSION}
+
+
+def _default_time(attributes: dict[str, Any], received: datetime | None) -> None:
+    """An event without `time` takes the record's timestamp, else the time of reading."""
+    if attributes.get("time") is None:
+        attributes["time"] = (received or utcnow()).isoformat()
 
 
 def _aware_time(raw: Any) -> datetime | None:
