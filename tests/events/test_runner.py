@@ -297,6 +297,11 @@ def test_tail_shows_the_newest_events_of_a_topic(workbench: Any) -> None:
     assert tail["subject"].to_list() == [f"{marker}-0", f"{marker}-1", f"{marker}-2"]
     assert tail["type"].to_list() == [topics.ADAPTER_EVENT] * 3
 
+    from workbench.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'dictamesh\.adapter\.event'"):
+        workbench.events.tail("dictamesh.adaptor.event")
+
 
 class _FlakySink(CatalogProjector):
     """Fails its first batches as a sink whose dependency is still starting would."""

@@ -74,8 +74,13 @@ class Events:
         )
         rows: list[dict[str, Any]] = []
         try:
-            metadata = consumer.list_topics(topic, timeout=5).topics.get(topic)
-            partitions = sorted(metadata.partitions) if metadata else []
+            # Asking for all topics never creates this one on brokers that create on demand.
+            existing = consumer.list_topics(timeout=5).topics
+            if topic not in existing:
+                from workbench.errors import UnknownNameError
+
+                raise UnknownNameError("topic", topic, [t for t in existing if t[:2] != "__"])
+            partitions = sorted(existing[topic].partitions)
             if not partitions:
                 return pl.DataFrame(schema=TAIL_SCHEMA)
             starts = []
