@@ -104,3 +104,14 @@ def test_missing_extension_names_the_pip_package(monkeypatch: pytest.MonkeyPatch
     assert "duckdb-ext-ducklake" in str(caught.value)
     assert "pip install" in str(caught.value)
     assert lake.extension_directory().name == "extensions"
+
+
+def test_the_lake_retention_defaults_to_a_week_and_refuses_negative_durations() -> None:
+    default = lake.Retention()
+    assert default.snapshots == timedelta(days=7)
+    assert default.file_grace == timedelta(days=1)
+    assert lake.Retention(snapshots=timedelta(0), file_grace=timedelta(0)).snapshots == timedelta(0)
+    with pytest.raises(SettingsError, match="snapshots must be a non-negative timedelta"):
+        lake.Retention(snapshots=timedelta(days=-1))
+    with pytest.raises(SettingsError, match="file_grace must be a non-negative timedelta"):
+        lake.Retention(file_grace=3600)  # type: ignore[arg-type]

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.analytics.test_frames import consumed
-from workbench.analytics import Analytics, AnalyticsQueryError, AnalyticsWriter
+from workbench.analytics import Analytics, AnalyticsQueryError, AnalyticsWriter, lake
 from workbench.catalog.model import EntityChange
 from workbench.catalog.projector import parse_change
 from workbench.errors import ComponentUnavailableError
@@ -405,6 +405,9 @@ def test_readers_in_other_processes_while_the_writer_writes(
     tmp_path: Path,
 ) -> None:
     writer.apply(pg, [consumed("seed", 1, topics.ENTITY_CREATED, 0)])  # the lake exists
+    # Maintenance expires every snapshot but the latest under the readers' feet; the files they
+    # may still be scanning stay for the (default) grace.
+    writer.retention = lake.Retention(snapshots=timedelta(0))
     stop = tmp_path / "stop"
     env = {
         **os.environ,
@@ -437,8 +440,8 @@ def test_readers_in_other_processes_while_the_writer_writes(
                 records.append(consumed(f"e{batch}-{i}", 1, topics.ENTITY_CREATED, offset))
                 offset += 1
             writer.apply(pg, records)
-            if batch == 12:
-                writer.compact()  # merging files under the readers' feet
+            if batch in (8, 16):
+                writer.compact()  # merging files, expiring snapshots under the readers' feet
         stop.touch()
         outcomes = [reader.communicate(timeout=120) for reader in readers]
     finally:
@@ -479,3 +482,147 @@ def test_two_writers_creating_one_lake_at_once_both_attach(
         for racer in racers:
             racer.join(120)
     assert failures == [], failures
+
+
+def _files_on_disk(data_path: Path) -> set[str]:
+    return {path.name for path in data_path.rglob("*.parquet")}
+
+
+def _files_in_catalog(pg: psycopg.Connection[Any], lake_schema: str) -> set[str]:
+    """Every file some remaining snapshot reads (DuckLake's ``ducklake_data_file`` and
+    ``ducklake_delete_file`` catalog tables), by name: file names are unique UUIDs."""
+    with pg.transaction():
+        rows = pg.execute(
+            f"SELECT path FROM {lake_schema}.ducklake_data_file "
+            f"UNION ALL SELECT path FROM {lake_schema}.ducklake_delete_file"
+        ).fetchall()
+    return {Path(row[0]).name for row in rows}
+
+
+def _lake_state(analytics: Analytics, at: str = "") -> tuple[Any, ...]:
+    return analytics.sql(
+        f"SELECT (SELECT count(*) FROM lake.entity_events {at}), "
+        "(SELECT string_agg(source_id || ':' || version, ',' ORDER BY source_id) "
+        f"FROM lake.entity_snapshots {at})"
+    ).row(0)
+
+
+def _snapshot_ids(analytics: Analytics) -> list[int]:
+    rows = analytics.sql("SELECT snapshot_id FROM ducklake_snapshots('lake') ORDER BY 1")
+    return [int(value) for value in rows["snapshot_id"]]
+
+
+def test_maintenance_expires_snapshots_past_the_retention_and_deletes_their_files(
+    stack: Endpoints,
+    writer: AnalyticsWriter,
+    analytics: Analytics,
+    pg: psycopg.Connection[Any],
+    lake_schema: str,
+    tmp_path: Path,
+) -> None:
+    data_path = tmp_path / "lake"
+    offset = 0
+    for source_id in ("a", "b", "c"):  # each batch a snapshot; updates retire whole files
+        writer.apply(pg, [consumed(source_id, 1, topics.ENTITY_CREATED, offset)])
+        writer.apply(pg, [consumed(source_id, 2, offset=offset + 1)])
+        offset += 2
+    old = _snapshot_ids(analytics)
+    # These batches landed a month ago: DuckLake stamps each snapshot with the catalog's clock.
+    with pg.transaction():
+        pg.execute(
+            f"UPDATE {lake_schema}.ducklake_snapshot "
+            "SET snapshot_time = snapshot_time - INTERVAL '30 days'"
+        )
+    month_ago = _lake_state(analytics)
+    assert month_ago == (6, "a:2,b:2,c:2")
+    writer.apply(pg, [consumed("d", 1, topics.ENTITY_CREATED, offset)])
+    yesterday_state = _lake_state(analytics)
+    writer.apply(pg, [consumed("a", 3, offset=offset + 1), consumed("d", 2, offset=offset + 2)])
+    recent = [i for i in _snapshot_ids(analytics) if i not in old]
+    assert len(recent) == 2
+    current = _lake_state(analytics)
+    assert current == (9, "a:3,b:2,c:2,d:2")
+    files_before = _files_on_disk(data_path)
+    assert files_before == _files_in_catalog(pg, lake_schema)
+
+    con = lake.open_lake(
+        lake.LakeConfig.create(stack.postgres_url, data_path, lake_schema), read_only=False
+    )
+    try:
+        result = lake.maintain(
+            con, lake.Retention(snapshots=timedelta(days=1), file_grace=timedelta(0))
+        )
+    finally:
+        con.close()
+
+    # Only the newest month-old snapshot stays: it is the lake's state all through the window.
+    # (Merging files commits a snapshot of its own, after the recent ones.)
+    remaining = _snapshot_ids(analytics)
+    assert remaining[:3] == [old[-1], *recent]
+    assert all(snapshot > recent[-1] for snapshot in remaining[3:])
+    assert result.expired_snapshots == len(old) - 1
+    with pytest.raises(AnalyticsQueryError, match="No snapshot found"):
+        _lake_state(analytics, f"AT (VERSION => {old[-2]})")
+    # The files only expired snapshots read, and those merged into bigger ones, are deleted;
+    # every file left is one a remaining snapshot reads.
+    files_after = _files_on_disk(data_path)
+    assert files_after == _files_in_catalog(pg, lake_schema)
+    assert result.deleted_files == len(files_before - files_after) > 0
+    with pg.transaction():
+        scheduled = pg.execute(
+            f"SELECT count(*) FROM {lake_schema}.ducklake_files_scheduled_for_deletion"
+        ).fetchone()
+    assert scheduled == (0,)
+    # The data is unchanged, and time travel inside the retention still answers.
+    assert _lake_state(analytics) == current
+    assert _lake_state(analytics, "AT (TIMESTAMP => now() - INTERVAL 12 HOURS)") == month_ago
+    assert _lake_state(analytics, f"AT (VERSION => {old[-1]})") == month_ago
+    assert _lake_state(analytics, f"AT (VERSION => {recent[0]})") == yesterday_state
+
+
+def test_a_reader_inside_a_transaction_outlives_maintenance_by_the_file_grace(
+    stack: Endpoints,
+    writer: AnalyticsWriter,
+    analytics: Analytics,
+    pg: psycopg.Connection[Any],
+    lake_schema: str,
+    tmp_path: Path,
+) -> None:
+    """The reader is a DuckDB instance of its own, as a dashboard in another process is."""
+    data_path = tmp_path / "lake"
+    for offset, source_id in enumerate("abc"):
+        writer.apply(pg, [consumed(source_id, 1, topics.ENTITY_CREATED, 2 * offset)])
+        writer.apply(pg, [consumed(source_id, 2, offset=2 * offset + 1)])
+    query = (
+        "SELECT (SELECT count(*) FROM lake.entity_events), "
+        "(SELECT string_agg(source_id || ':' || version, ',' ORDER BY source_id) "
+        "FROM lake.entity_snapshots)"
+    )
+    reading = analytics.connection.cursor()
+    try:
+        reading.execute("BEGIN TRANSACTION")
+        seen = reading.execute(query).fetchall()
+        assert seen == [(6, "a:2,b:2,c:2")]
+        writer.apply(pg, [consumed("a", 3, offset=6), consumed("d", 1, offset=7)])
+        con = lake.open_lake(
+            lake.LakeConfig.create(stack.postgres_url, data_path, lake_schema), read_only=False
+        )
+        try:
+            # The reader's snapshot expires and its files are merged away, but none is deleted.
+            kept = lake.maintain(con, lake.Retention(snapshots=timedelta(0)))
+            assert kept.expired_snapshots > 0
+            assert kept.deleted_files == 0
+            assert reading.execute(query).fetchall() == seen
+            reading.execute("COMMIT")
+            assert reading.execute(query).fetchall() == [(8, "a:3,b:2,c:2,d:1")]
+            # Once the grace is over (zero here), the unreferenced files go.
+            gone = lake.maintain(
+                con, lake.Retention(snapshots=timedelta(0), file_grace=timedelta(0))
+            )
+        finally:
+            con.close()
+    finally:
+        reading.close()
+    assert gone.deleted_files > 0
+    assert _files_on_disk(data_path) == _files_in_catalog(pg, lake_schema)
+    assert _lake_state(analytics) == (8, "a:3,b:2,c:2,d:1")

@@ -4,7 +4,9 @@ from workbench.analytics.lake import (
     LakeConfig,
     LakeError,
     LakeNotFoundError,
+    MaintenanceResult,
     PostgresTarget,
+    Retention,
     default_data_path,
     open_lake,
 )
@@ -20,7 +22,9 @@ __all__ = [
     "LakeConfig",
     "LakeError",
     "LakeNotFoundError",
+    "MaintenanceResult",
     "PostgresTarget",
+    "Retention",
     "default_data_path",
     "open_lake",
 ]

@@ -7,6 +7,11 @@ dashboard server, notebooks and reports read, each from a consistent snapshot.
 Extensions come from the ``duckdb-ext-*`` wheels only: autoinstall is off, nothing downloads.
 The Postgres credentials live in a DuckDB secret, so they appear in no ATTACH string and no error
 message; `duckdb_secrets()` shows them redacted.
+
+Every writer batch is a DuckLake snapshot, and DuckLake deletes nothing by itself: `maintain`
+merges small files, expires snapshots older than a `Retention` (7 days by default) and deletes
+the files no remaining snapshot references once they have been unreferenced for a grace period
+(1 day by default), so that disk use and catalog metadata stay bounded.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -377,10 +383,90 @@ def initialise(config: LakeConfig) -> None:
         con.close()
 
 
-def maintain(con: duckdb.DuckDBPyConnection) -> None:
-    """Merge the small Parquet files that one-batch-per-commit leaves behind.
+# -- maintenance ------------------------------------------------------------------------------
+SNAPSHOT_RETENTION = timedelta(days=7)
+FILE_GRACE = timedelta(days=1)
 
-    Old files stay until snapshots expire (``ducklake_expire_snapshots`` then
-    ``ducklake_cleanup_old_files``), so readers on older snapshots are never cut off.
+
+@dataclass(frozen=True)
+class Retention:
+    """How much history `maintain` keeps.
+
+    ``snapshots``: snapshots older than this are expired, so time travel (``AT (TIMESTAMP => t)``
+    or ``AT (VERSION => n)``) works for any ``t`` within it and no further back. The snapshot that
+    was current when the window opens is kept too, so the oldest instant still answers.
+
+    ``file_grace``: a file no remaining snapshot references (merged away, or only read by expired
+    snapshots) is deleted once it has been unreferenced this long. A reader's query or transaction
+    that started before the file became unreferenced keeps reading it until then, so this must
+    outlast the longest read transaction of the dashboards, notebooks and reports.
     """
+
+    snapshots: timedelta = SNAPSHOT_RETENTION
+    file_grace: timedelta = FILE_GRACE
+
+    def __post_init__(self) -> None:
+        for name in ("snapshots", "file_grace"):
+            value = getattr(self, name)
+            if not isinstance(value, timedelta) or value < timedelta(0):
+                raise SettingsError(
+                    f"The lake retention's {name} must be a non-negative timedelta, not {value!r}.",
+                    remedy=f"pass e.g. Retention({name}=timedelta(days=7)).",
+                )
+
+
+DEFAULT_RETENTION = Retention()
+# The snapshot current when the retention window opens: the newest one taken at or before it.
+_WINDOW_START = f"""
+SELECT max(snapshot_time) FROM ducklake_snapshots('{ALIAS}') WHERE snapshot_time <= ?
+"""  # noqa: S608 - fixed identifiers only
+
+
+@dataclass(frozen=True)
+class MaintenanceResult:
+    """What one `maintain` call removed."""
+
+    expired_snapshots: int
+    deleted_files: int
+
+
+def maintain(
+    con: duckdb.DuckDBPyConnection, retention: Retention = DEFAULT_RETENTION
+) -> MaintenanceResult:
+    """Merge small files, expire snapshots past the retention, delete unreferenced files.
+
+    1. ``ducklake_merge_adjacent_files`` merges the small Parquet files that one commit per batch
+       leaves. The merged file keeps each row's snapshot, so time travel is unaffected; the files
+       it replaces are scheduled for deletion.
+    2. ``ducklake_expire_snapshots`` removes the snapshots older than the newest snapshot taken at
+       or before ``now - retention.snapshots`` (that one stays: it is the lake's state at the start
+       of the window). DuckLake never expires the latest snapshot. Files only the expired
+       snapshots read are scheduled for deletion.
+    3. ``ducklake_cleanup_old_files`` deletes the files scheduled for deletion more than
+       ``retention.file_grace`` ago (all of them when the grace is zero). Files are never
+       deleted at the moment they become unreferenced: a reader in another process may still be
+       scanning them.
+
+    Orphans (files in the data path the catalog never recorded, e.g. from a crashed write) are
+    left alone: two lakes may share a data path, and one lake's orphans are the other's data.
+    """
+    cutoff = datetime.now(UTC) - retention.snapshots
     con.execute(f"CALL ducklake_merge_adjacent_files('{ALIAS}')")
+    anchor = con.execute(_WINDOW_START, [cutoff]).fetchone()
+    expired = 0
+    if anchor is not None and anchor[0] is not None:
+        expired = len(
+            con.execute(
+                f"CALL ducklake_expire_snapshots('{ALIAS}', older_than => ?)", [anchor[0]]
+            ).fetchall()
+        )
+    if retention.file_grace > timedelta(0):
+        deleted = con.execute(
+            f"CALL ducklake_cleanup_old_files('{ALIAS}', older_than => ?)",
+            [datetime.now(UTC) - retention.file_grace],
+        ).fetchall()
+    else:
+        deleted = con.execute(
+            f"CALL ducklake_cleanup_old_files('{ALIAS}', cleanup_all => true)"
+        ).fetchall()
+    return MaintenanceResult(expired_snapshots=expired, deleted_files=len(deleted))

@@ -12,8 +12,10 @@ offsets after it, so a crash in between replays the batch. Replays are harmless 
 
 A lake that cannot be reached (or a DuckLake commit conflict) is raised as
 `psycopg.OperationalError`, which the runner treats as transient: it pauses, backs off and
-retries the batch instead of dead-lettering it. Every `compact_every` batches the writer merges
-the small Parquet files that one commit per batch leaves.
+retries the batch instead of dead-lettering it. Every `compact_every` batches the writer maintains
+the lake (`lake.maintain`): it merges the small Parquet files that one commit per batch leaves,
+expires the snapshots older than its `retention` (`lake.Retention`: 7 days of time travel by
+default) and deletes the files no snapshot references any more once their grace (1 day) is over.
 """
 
 from __future__ import annotations
@@ -199,12 +201,14 @@ class AnalyticsWriter:
         metadata_schema: str = lake.METADATA_SCHEMA,
         group: str = GROUP,
         compact_every: int = 100,
+        retention: lake.Retention = lake.DEFAULT_RETENTION,
     ) -> None:
         self.group = group
         self.postgres_url = postgres_url
         self.data_path = data_path
         self.metadata_schema = metadata_schema
         self.compact_every = compact_every
+        self.retention = retention
         self.batches = 0
         self._config: lake.LakeConfig | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
@@ -266,13 +270,24 @@ class AnalyticsWriter:
             con.unregister("dictamesh_batch_snapshots")
 
     def compact(self) -> None:
-        """Merge small Parquet files; a failure is logged, never fatal to the consumer."""
+        """Maintain the lake (`lake.maintain` with this writer's `retention`): merge small files,
+        expire old snapshots, delete unreferenced files. A failure (e.g. a commit conflict with
+        another writer) is logged and retried at the next interval, never fatal to the consumer.
+        """
         if self._con is None:
             return
         try:
-            lake.maintain(self._con)
+            result = lake.maintain(self._con, self.retention)
         except lake.import_duckdb().Error as exc:
-            log.warning("lake compaction skipped", error=str(exc)[:200])
+            message = self._config.postgres.scrub(str(exc)) if self._config else str(exc)
+            log.warning("lake maintenance skipped", error=message[:200])
+            return
+        log.info(
+            "lake maintained",
+            group=self.group,
+            expired_snapshots=result.expired_snapshots,
+            deleted_files=result.deleted_files,
+        )
 
     def _connection(self, conn: psycopg.Connection[Any]) -> duckdb.DuckDBPyConnection:
         if self._con is None:
