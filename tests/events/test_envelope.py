@@ -259,3 +259,30 @@ def test_an_event_without_time_takes_its_records_timestamp_in_either_mode(
     stamped = [*headers, ("ce_time", b"2026-01-02T03:04:05Z")]
     given_time = CloudEvent.from_kafka(b"{}", stamped, None, received=received).time
     assert given_time == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("mode", ["binary", "structured"])
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [
+        (None, b"\x00\x01 not json"),
+        ("application/octet-stream", b"\xff\xfe"),
+        ("text/plain", "h\u00e9llo, plain text"),
+        ("application/vnd.acme+json", {"a": [1, 2]}),
+    ],
+    ids=["bytes-without-type", "octet-stream", "text", "vendor-json"],
+)
+def test_events_the_workbench_writes_read_back_as_they_were(
+    mode: str, content_type: str | None, data: object
+) -> None:
+    event = CloudEvent(source="/s", type="t", datacontenttype=content_type, data=data)
+    record = event.to_kafka(mode)  # type: ignore[arg-type]
+    assert CloudEvent.from_kafka(record.value, record.headers, record.key) == event
+
+
+def test_a_structured_event_labelled_with_its_datas_content_type_keeps_it() -> None:
+    """The Python SDK puts `datacontenttype` in the record's content-type header."""
+    body = json.dumps({"specversion": "1.0", "id": "1", "source": "/s", "type": "t", "data": {}})
+    headers = [("content-type", b"application/vnd.acme+json")]
+    read = CloudEvent.from_kafka(body.encode(), headers, None)
+    assert read.datacontenttype == "application/vnd.acme+json"

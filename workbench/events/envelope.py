@@ -179,7 +179,7 @@ class CloudEvent(BaseModel):
         if _looks_structured(value):
             # Some writers (the Python SDK among them) label structured events with the data's
             # content type; a JSON object carrying `specversion` is unambiguous enough.
-            return cls._from_structured(value, key, received)
+            return cls._from_structured(value, key, received, data_type=content_type or None)
         raise InvalidEventError(
             "not-a-cloudevent",
             "The record has neither a ce_specversion header (binary mode) nor a content-type of "
@@ -221,6 +221,8 @@ class CloudEvent(BaseModel):
                 values["data"] = orjson.loads(value) if value else None
             except orjson.JSONDecodeError:
                 return None
+        elif value is not None and _is_text(content_type):
+            return None
         values["extensions"] = {}
         return cls._trusted(values, given)
 
@@ -239,17 +241,7 @@ class CloudEvent(BaseModel):
         attributes["datacontenttype"] = headers.get("content-type")
         if key is not None and "partitionkey" not in attributes:
             attributes["partitionkey"] = _text(key)
-        data: Any = value
-        if value is not None and _is_json(attributes["datacontenttype"]):
-            try:
-                data = orjson.loads(value) if value else None
-            except orjson.JSONDecodeError as exc:
-                raise InvalidEventError(
-                    "data-not-json",
-                    f"The record says content-type {attributes['datacontenttype']!r} but its value "
-                    f"is not JSON ({exc}).",
-                ) from None
-        return cls._build(attributes, data)
+        return cls._build(attributes, _binary_data(value, attributes["datacontenttype"]))
 
     @classmethod
     def _trusted(cls, values: dict[str, Any], given: Iterable[str]) -> CloudEvent:
@@ -267,7 +259,12 @@ class CloudEvent(BaseModel):
 
     @classmethod
     def _from_structured(
-        cls, value: bytes | None, key: bytes | None, received: datetime | None
+        cls,
+        value: bytes | None,
+        key: bytes | None,
+        received: datetime | None,
+        *,
+        data_type: str | None = None,
     ) -> CloudEvent:
         try:
             envelope = json.loads(value or b"")
@@ -282,9 +279,12 @@ class CloudEvent(BaseModel):
         data = envelope.pop("data", None)
         if "data_base64" in envelope:
             data = base64.b64decode(envelope.pop("data_base64"))
+            envelope.setdefault("datacontenttype", None)  # opaque bytes: no implied JSON
         if key is not None and "partitionkey" not in envelope:
             envelope["partitionkey"] = _text(key)
         _default_time(envelope, received)
+        if data_type is not None and envelope.get("datacontenttype") is None:
+            envelope["datacontenttype"] = data_type  # where that writer put it
         return cls._build(envelope, data)
 
     @classmethod
@@ -437,6 +437,36 @@ def _is_json(content_type: str | None) -> bool:
         return True  # the binding's default for data without a content type
     media = content_type.split(";", 1)[0].strip().lower()
     return media == JSON or media.endswith("+json") or media == "text/json"
+
+
+def _is_text(content_type: str | None) -> bool:
+    return content_type is not None and content_type.lstrip().lower().startswith("text/")
+
+
+def _binary_data(value: bytes | None, content_type: str | None) -> Any:
+    """A binary-mode record's data by its content type: JSON parsed, text decoded, else bytes.
+
+    Without a content type the data is JSON when it parses and opaque bytes otherwise, so an
+    event written with bytes and no content type reads back as it was written.
+    """
+    if value is None:
+        return None
+    if _is_json(content_type):
+        try:
+            return orjson.loads(value) if value else None
+        except orjson.JSONDecodeError as exc:
+            if content_type is None:
+                return value
+            raise InvalidEventError(
+                "data-not-json",
+                f"The record says content-type {content_type!r} but its value is not JSON ({exc}).",
+            ) from None
+    if _is_text(content_type):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return value
+    return value
 
 
 def _text(raw: bytes | str | None) -> str:
