@@ -79,10 +79,13 @@ class CatalogExplorer(param.Parameterized):
         self.page = 0
 
     def rows(self) -> pd.DataFrame:
+        # One row more than a page tells whether a next page exists (an exactly full last
+        # page must not offer an empty one).
         frame = self.workbench.catalog.entities(
-            **self._filters(), limit=PAGE_SIZE, cursor=self._cursors[self.page]
+            **self._filters(), limit=PAGE_SIZE + 1, cursor=self._cursors[self.page]
         )
-        if frame.height == PAGE_SIZE and len(self._cursors) == self.page + 1:
+        more, frame = frame.height > PAGE_SIZE, frame.head(PAGE_SIZE)
+        if more and len(self._cursors) == self.page + 1:
             self._cursors.append(str(frame["id"][-1]))
         if frame.height == 0:
             return pd.DataFrame(columns=LIST_COLUMNS)
