@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     lake_data_path: str | None = Field(
         default=None, description="Where DuckLake keeps Parquet files (default HOME/lake)."
     )
+    lake_snapshot_retention_days: float = Field(
+        default=7.0,
+        ge=0,
+        le=3650,
+        description="Days of DuckLake snapshots (time travel) the analytics writer keeps.",
+    )
     consumer_batch_size: int = Field(
         default=500, ge=1, le=100_000, description="Records a consumer applies per transaction."
     )

@@ -115,3 +115,13 @@ def test_the_lake_retention_defaults_to_a_week_and_refuses_negative_durations() 
         lake.Retention(snapshots=timedelta(days=-1))
     with pytest.raises(SettingsError, match="file_grace must be a non-negative timedelta"):
         lake.Retention(file_grace=3600)  # type: ignore[arg-type]
+
+
+def test_the_writers_retention_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from workbench.analytics.writer import AnalyticsWriter
+
+    monkeypatch.setenv("DICTAMESH_LAKE_SNAPSHOT_RETENTION_DAYS", "1.5")
+    assert AnalyticsWriter().retention.snapshots == timedelta(days=1.5)
+    monkeypatch.setenv("DICTAMESH_LAKE_SNAPSHOT_RETENTION_DAYS", "-1")
+    with pytest.raises(SettingsError, match="DICTAMESH_LAKE_SNAPSHOT_RETENTION_DAYS"):
+        AnalyticsWriter()

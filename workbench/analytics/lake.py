@@ -416,6 +416,14 @@ class Retention:
 
 
 DEFAULT_RETENTION = Retention()
+
+
+def configured_retention(settings: Settings | None = None) -> Retention:
+    """The retention the settings ask for (``DICTAMESH_LAKE_SNAPSHOT_RETENTION_DAYS``)."""
+    settings = settings if settings is not None else load_settings()
+    return Retention(snapshots=timedelta(days=settings.lake_snapshot_retention_days))
+
+
 # The snapshot current when the retention window opens: the newest one taken at or before it.
 _WINDOW_START = f"""
 SELECT max(snapshot_time) FROM ducklake_snapshots('{ALIAS}') WHERE snapshot_time <= ?

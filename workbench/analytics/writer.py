@@ -201,14 +201,15 @@ class AnalyticsWriter:
         metadata_schema: str = lake.METADATA_SCHEMA,
         group: str = GROUP,
         compact_every: int = 100,
-        retention: lake.Retention = lake.DEFAULT_RETENTION,
+        retention: lake.Retention | None = None,
     ) -> None:
         self.group = group
         self.postgres_url = postgres_url
         self.data_path = data_path
         self.metadata_schema = metadata_schema
         self.compact_every = compact_every
-        self.retention = retention
+        # Default: DICTAMESH_LAKE_SNAPSHOT_RETENTION_DAYS of time travel.
+        self.retention = retention if retention is not None else lake.configured_retention()
         self.batches = 0
         self._config: lake.LakeConfig | None = None
         self._con: duckdb.DuckDBPyConnection | None = None
