@@ -14,6 +14,8 @@ from urllib.parse import quote
 import panel as pn
 from workbench.dashboards.layout import Page
 
+from workbench.errors import UnknownNameError
+
 if TYPE_CHECKING:
     import polars as pl
 
@@ -85,7 +87,7 @@ def build(workbench: Workbench) -> list[Any]:
         label="Depth", start=1, end=10, value=3, width=240, css_classes=["dm-lineage-depth"]
     )
     graph = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["dm-lineage"])
-    summary = pn.pane.Markdown()
+    summary = pn.pane.HTML(css_classes=["dm-lineage-summary"])
     if pn.state.location is not None:
         pn.state.location.sync(dataset, {"value": "dataset"})
 
@@ -93,14 +95,19 @@ def build(workbench: Workbench) -> list[Any]:
         focus = dataset.value.strip()
         if not focus:
             graph.object = ""
-            summary.object = "Enter a dataset, e.g. `warehouse/orders`."
+            summary.object = "<p>Enter a dataset, e.g. <code>warehouse/orders</code>.</p>"
             return
-        up = workbench.catalog.lineage(focus, direction="upstream", depth=depth.value)
-        down = workbench.catalog.lineage(focus, direction="downstream", depth=depth.value)
+        try:
+            up = workbench.catalog.lineage(focus, direction="upstream", depth=depth.value)
+            down = workbench.catalog.lineage(focus, direction="downstream", depth=depth.value)
+        except UnknownNameError as exc:  # a typo: say so, with the closest dataset lineage knows
+            graph.object = ""
+            summary.object = f"<p>{html.escape(str(exc))}</p>"
+            return
         graph.object = render_svg(focus, up, down)
         summary.object = (
-            f"**{up.height}** upstream and **{down.height}** downstream datasets "
-            f"within depth {depth.value}."
+            f"<p><strong>{up.height}</strong> upstream and <strong>{down.height}</strong> "
+            f"downstream datasets within depth {depth.value}.</p>"
         )
 
     dataset.param.watch(refresh, "value")

@@ -9,6 +9,7 @@ import pytest
 
 import workbench
 from workbench.client import Workbench
+from workbench.errors import UnknownNameError
 from workbench.settings import load_settings
 from workbench.stack import Endpoints
 
@@ -123,10 +124,27 @@ def test_schema_change_impact_through_lineage(workbench: Any) -> None:
         "required": ["id"],
         "additionalProperties": False,
     }
-    report = workbench.schemas.check(orders, breaking, downstream=workbench.catalog.impacted_by)
+    jobs = [f"{ns}/build-daily_revenue", f"{ns}/build-board"]
+    # Lineage is asked by default: the subject 'ns/orders' names its dataset.
+    report = workbench.schemas.check(orders, breaking)
     assert not report.compatible
     assert report.incompatibilities
-    assert report.impacted == [daily, board]
+    assert report.dataset == orders
+    assert (report.impacted_datasets, report.impacted_jobs) == ([daily, board], jobs)
+    assert report.impacted == [daily, board, *jobs]
+    # The catalog's impacted_by still plugs in as a callback, with the same answer.
+    custom = workbench.schemas.check(orders, breaking, downstream=workbench.catalog.impacted_by)
+    assert custom.impacted == [daily, board, *jobs]
+
+    # A Confluent-style subject names its dataset in its metadata.
+    topic_subject = f"{ns}.orders-value"
+    workbench.schemas.register(topic_subject, v1, metadata={"dataset": orders})
+    assert workbench.schemas.check(topic_subject, breaking).impacted == [daily, board, *jobs]
+    # A misspelt subject is not "compatible": it is unknown, with the close match suggested.
+    with pytest.raises(UnknownNameError, match=f"Did you mean {topic_subject!r}"):
+        workbench.schemas.check(f"{ns}.order-value", breaking)
+    with pytest.raises(UnknownNameError, match=f"Did you mean {board!r}"):
+        workbench.catalog.lineage(f"{ns}/bord")
 
 
 def test_analytics_sees_what_the_writer_lands(workbench: Any, workers: Any) -> None:

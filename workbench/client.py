@@ -88,8 +88,11 @@ class Workbench:
     def schemas(self) -> SchemaRegistry:
         """Versioned JSON Schema and Avro subjects with compatibility checks.
 
-        For impact analysis pass ``downstream=wb.catalog.impacted_by`` to ``check``: a subject
-        named like a dataset (``namespace/name``) lists what the change would break.
+        ``check`` of a breaking candidate lists, from lineage, the datasets downstream of the
+        subject's dataset and the jobs reading them (``impacted_datasets``, ``impacted_jobs``).
+        A subject names its dataset by ``metadata={"dataset": "namespace/name"}`` at
+        registration (for ``topic-value`` subjects), else by being named ``namespace/name``.
+        A subject with no version is an error unless checked with ``new_subject=True``.
         """
         return SchemaRegistry(self.engine)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -14,6 +15,7 @@ import pytest
 from tests.helpers import read_records
 from workbench.catalog.lineage import (
     GROUP,
+    Impact,
     LineageError,
     LineageNode,
     LineageSink,
@@ -21,11 +23,13 @@ from workbench.catalog.lineage import (
     RunEvent,
     add_edge,
     downstream,
+    impact,
     impacted_by,
     ingest_run_event,
     lineage_frame,
     upstream,
 )
+from workbench.errors import UnknownNameError
 from workbench.events import topics
 from workbench.events.consumer import ConsumedEvent, ConsumerRunner, RunnerConfig
 from workbench.events.envelope import CloudEvent, InvalidEventError
@@ -36,7 +40,7 @@ pytestmark = pytest.mark.stack
 T0 = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
 ROW = (
     "SELECT source_dataset, target_dataset, source_field, target_field, job_name, "
-    "transformation_type, transformation, run_id, run_state, event_time, created_at "
+    "transformation_type, transformation, run_id, run_state, event_time, created_at, retired_at "
     "FROM dictamesh_data_lineage WHERE source_dataset LIKE %s OR target_dataset LIKE %s "
     "ORDER BY source_dataset, target_dataset, source_field NULLS FIRST, "
     "target_field NULLS FIRST, job_name NULLS FIRST"
@@ -358,7 +362,6 @@ def test_upstream_and_downstream_by_depth(conn: psycopg.Connection[Any], ns: str
     assert _nodes(upstream(conn, d("d")), ns) == [("c", None, 1), ("b", None, 2), ("a", None, 3)]
     assert downstream(conn, d("a"), depth=0) == []
     assert upstream(conn, d("a")) == []
-    assert downstream(conn, d("nowhere")) == []
     with pytest.raises(LineageError, match="depth"):
         downstream(conn, d("a"), depth=-1)
 
@@ -500,8 +503,169 @@ def test_impacted_by(conn: psycopg.Connection[Any], ns: str) -> None:
     _start_and_complete(conn, ns, str(uuid.uuid4()))
     add_edge(conn, f"{ns}/report", f"{ns}/export")
     add_edge(conn, f"{ns}/export", f"{ns}/archive", source_field="x", target_field="x")
-    assert impacted_by(conn, f"{ns}/rates") == [f"{ns}/report", f"{ns}/export", f"{ns}/archive"]
+    # The datasets, nearest first, then the jobs reading rates or them (native edges: no job).
+    assert impacted_by(conn, f"{ns}/rates") == [
+        f"{ns}/report",
+        f"{ns}/export",
+        f"{ns}/archive",
+        f"{ns}/daily_report",
+    ]
     assert impacted_by(conn, f"{ns}/archive") == []
+    ingest_run_event(
+        conn,
+        _event(ns, "COMPLETE", str(uuid.uuid4()), inputs=["export"], outputs=["x"], job="sync"),
+    )
+    ingest_run_event(
+        conn,
+        _event(ns, "COMPLETE", str(uuid.uuid4()), inputs=["report"], outputs=["y"], job="board"),
+    )
+    assert impact(conn, f"{ns}/rates") == Impact(
+        dataset=f"{ns}/rates",
+        datasets=[f"{ns}/report", f"{ns}/export", f"{ns}/y", f"{ns}/archive", f"{ns}/x"],
+        jobs=[f"{ns}/daily_report", f"{ns}/board", f"{ns}/sync"],
+    )
+    with pytest.raises(UnknownNameError, match=f"Did you mean '{ns}/rates'"):
+        impacted_by(conn, f"{ns}/rate")
+
+
+def test_unknown_datasets_and_columns_raise_with_close_matches(
+    conn: psycopg.Connection[Any], ns: str
+) -> None:
+    _start_and_complete(conn, ns, str(uuid.uuid4()))
+    assert upstream(conn, f"{ns}/orders") == [], "known, with nothing upstream: no error"
+    with pytest.raises(UnknownNameError) as caught:
+        upstream(conn, f"{ns}/reprot")
+    assert caught.value.suggestion == f"{ns}/report"
+    assert f"Unknown lineage dataset '{ns}/reprot'. Did you mean '{ns}/report'?" in str(
+        caught.value
+    )
+    with pytest.raises(UnknownNameError, match=f"Did you mean '{ns}/orders'"):
+        downstream(conn, f"{ns}/ordres")
+    with pytest.raises(UnknownNameError) as caught:
+        upstream(conn, f"{ns}/report", field="totl")
+    assert caught.value.suggestion == "total"
+    with pytest.raises(UnknownNameError, match="namespace/name") as caught:
+        downstream(conn, "zz-nothing-like-it-" + uuid.uuid4().hex)
+    assert caught.value.suggestion is None
+
+
+# -- retiring the edges a job stopped using ---------------------------------------------------
+
+
+def _retired(conn: psycopg.Connection[Any], ns: str) -> dict[tuple[str, str], Any]:
+    """Table edges of the namespace: (source, target) -> retired_at (None while current)."""
+    return {
+        (r[0].removeprefix(f"{ns}/"), r[1].removeprefix(f"{ns}/")): r[11]
+        for r in _rows(conn, ns)
+        if r[2] is None and r[3] is None
+    }
+
+
+def test_a_jobs_latest_completed_run_defines_its_current_edges(
+    conn: psycopg.Connection[Any], ns: str
+) -> None:
+    t1, t2, t3 = (T0 + timedelta(days=n) for n in (1, 2, 3))
+    ingest_run_event(conn, _event(ns, "COMPLETE", "r0", inputs=["a"], outputs=["b"], job="j2"))
+    ingest_run_event(conn, _event(ns, "COMPLETE", "r0", inputs=["z"], outputs=["b"], job="other"))
+    # j2's next completed run reads a2 instead of a: a -> b stops being current, kept as history.
+    assert (
+        ingest_run_event(
+            conn, _event(ns, "COMPLETE", "r1", inputs=["a2"], outputs=["b"], job="j2", at=t1)
+        )
+        == 2
+    ), "a2 -> b written, a -> b retired"
+    assert _nodes(upstream(conn, f"{ns}/b"), ns) == [("a2", None, 1), ("z", None, 1)]
+    assert _nodes(upstream(conn, f"{ns}/b", include_history=True), ns) == [
+        ("a", None, 1),
+        ("a2", None, 1),
+        ("z", None, 1),
+    ]
+    assert downstream(conn, f"{ns}/a") == [], "a is still known: no error"
+    assert impacted_by(conn, f"{ns}/a") == []
+    assert impacted_by(conn, f"{ns}/a", include_history=True) == [f"{ns}/b", f"{ns}/j2"]
+    assert _retired(conn, ns) == {("a", "b"): t1, ("a2", "b"): None, ("z", "b"): None}
+
+    # Replays change nothing; a FAIL proves no data flowed, so it keeps nothing current either.
+    assert (
+        ingest_run_event(
+            conn, _event(ns, "COMPLETE", "r1", inputs=["a2"], outputs=["b"], job="j2", at=t1)
+        )
+        == 0
+    )
+    ingest_run_event(
+        conn, _event(ns, "FAIL", "r2", inputs=["a", "a2"], outputs=["b"], job="j2", at=t2)
+    )
+    assert _retired(conn, ns) == {("a", "b"): t1, ("a2", "b"): None, ("z", "b"): None}
+    # A run that starts reading a again makes it current at once; its COMPLETE confirms it.
+    ingest_run_event(conn, _event(ns, "START", "r3", inputs=["a"], outputs=["b"], job="j2", at=t3))
+    assert _retired(conn, ns)[("a", "b")] is None
+    ingest_run_event(
+        conn,
+        _event(ns, "COMPLETE", "r3", job="j2", at=t3 + timedelta(minutes=1)),
+    )
+    assert _retired(conn, ns) == {
+        ("a", "b"): None,
+        ("a2", "b"): t3 + timedelta(minutes=1),
+        ("z", "b"): None,
+    }
+    assert _nodes(upstream(conn, f"{ns}/b"), ns) == [("a", None, 1), ("z", None, 1)]
+
+
+def test_column_edges_retire_with_their_run(conn: psycopg.Connection[Any], ns: str) -> None:
+    _start_and_complete(conn, ns, "r1")
+    later = T0 + timedelta(days=1)
+    report = _dataset(ns, "report", {"total": [("orders", "amount", "AGGREGATION")]})
+    ingest_run_event(
+        conn, _event(ns, "COMPLETE", "r2", inputs=["orders"], outputs=[report], at=later)
+    )
+    assert _nodes(upstream(conn, f"{ns}/report", field="total"), ns) == [("orders", "amount", 1)]
+    assert _nodes(upstream(conn, f"{ns}/report"), ns) == [("orders", None, 1)]
+    assert _nodes(upstream(conn, f"{ns}/report", field="total", include_history=True), ns) == [
+        ("orders", "amount", 1),
+        ("rates", "rate", 1),
+    ]
+    assert {(r[0], r[2], r[11]) for r in _rows(conn, ns) if r[11] is not None} == {
+        (f"{ns}/customers", None, later),
+        (f"{ns}/rates", None, later),
+        (f"{ns}/customers", "name", later),
+        (f"{ns}/rates", "rate", later),
+    }
+
+
+def test_retirement_converges_whatever_the_order_events_arrive_in(
+    conn: psycopg.Connection[Any], ns: str
+) -> None:
+    t1, t2 = T0 + timedelta(days=1), T0 + timedelta(days=2)
+
+    def events(space: str) -> list[dict[str, Any]]:
+        return [
+            _event(space, "COMPLETE", "r0", inputs=["a"], outputs=["b"], job="j"),
+            _event(space, "COMPLETE", "r1", inputs=["a2"], outputs=["b"], job="j", at=t1),
+            _event(space, "START", "r2", inputs=["a3"], outputs=["b"], job="j", at=t2),
+            _event(space, "COMPLETE", "r2", job="j", at=t2 + timedelta(minutes=1)),
+        ]
+
+    def renamed(space: str) -> list[tuple[Any, ...]]:
+        return [
+            (r[0].removeprefix(space), r[1].removeprefix(space), r[8], r[9], r[10], r[11])
+            for r in _rows(conn, space)
+        ]
+
+    expected: list[tuple[Any, ...]] | None = None
+    for n, order in enumerate(itertools.permutations(range(4))):
+        space = f"{ns}-{n}"
+        for i in order:
+            ingest_run_event(conn, events(space)[i])
+        for i in order:  # replayed, in the same order
+            assert ingest_run_event(conn, events(space)[i]) == 0
+        if expected is None:
+            expected = renamed(space)
+        assert renamed(space) == expected, order
+        assert _retired(conn, space) == {
+            ("a", "b"): t1,
+            ("a2", "b"): t2 + timedelta(minutes=1),
+            ("a3", "b"): None,
+        }, order
 
 
 # -- the sink ----------------------------------------------------------------------------------
@@ -586,7 +750,11 @@ def test_end_to_end_through_the_broker(workbench: Any, ns: str) -> None:
             handle.wait(60, group=group)
 
         with psycopg.connect(endpoints.postgres_url) as conn:
-            assert impacted_by(conn, f"{ns}/orders") == [f"{ns}/report", f"{ns}/export"]
+            assert impacted_by(conn, f"{ns}/orders") == [
+                f"{ns}/report",
+                f"{ns}/export",
+                job_key,
+            ]
             assert _nodes(upstream(conn, f"{ns}/report", field="total"), ns) == [
                 ("orders", "amount", 1),
                 ("rates", "rate", 1),

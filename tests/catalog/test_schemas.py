@@ -21,6 +21,7 @@ from workbench.catalog.schemas import (
     RegisteredSchema,
     SchemaNotFoundError,
     SchemaRegistry,
+    UnknownSubjectError,
     canonical_form,
     check_compatibility,
     fingerprint,
@@ -1242,16 +1243,96 @@ def test_check_lists_what_breaks_and_who_is_impacted(registry: SchemaRegistry) -
     assert calls == [subject]
     assert broken.to_frame().height == 2
     assert "incompatible" in repr(broken)
-    assert registry.check(subject, USER_V3_BAD).impacted == []
+    # By default lineage is asked, but a 'topic-value' subject without metadata names no dataset.
+    default = registry.check(subject, USER_V3_BAD)
+    assert (default.dataset, default.impacted) == (None, [])
+    assert registry.check(subject, USER_V3_BAD, downstream=None).impacted == []
+    with pytest.raises(UnknownNameError, match="Did you mean 'lineage'"):
+        registry.check(subject, USER_V3_BAD, downstream="lineag")  # type: ignore[arg-type]
     assert registry.check(subject, USER_V3_BAD, compatibility="NONE").compatible
     assert registry.versions(subject) == [1]  # checking stores nothing
 
 
+def _record_runs(workbench: Any, ns: str, runs: list[tuple[str, str, str]]) -> None:
+    """Completed OpenLineage runs of jobs in `ns`: (job, input, output), datasets as 'ns/name'."""
+    import psycopg
+
+    from workbench.catalog.lineage import ingest_run_event
+
+    def dataset(identity: str) -> dict[str, str]:
+        namespace, name = identity.rsplit("/", 1)
+        return {"namespace": namespace, "name": name}
+
+    with psycopg.connect(workbench.endpoints.postgres_url) as conn:
+        for job, source, target in runs:
+            ingest_run_event(
+                conn,
+                {
+                    "eventType": "COMPLETE",
+                    "eventTime": "2026-11-26T10:00:00Z",
+                    "run": {"runId": str(uuid.uuid4())},
+                    "job": {"namespace": ns, "name": job},
+                    "inputs": [dataset(source)],
+                    "outputs": [dataset(target)],
+                },
+            )
+
+
 @pytest.mark.stack
-def test_check_of_a_new_subject_is_compatible(registry: SchemaRegistry) -> None:
-    report = registry.check(_subject(), {"type": "string"})
+def test_check_reports_the_datasets_and_jobs_lineage_says_a_change_breaks(
+    registry: SchemaRegistry, workbench: Any
+) -> None:
+    ns = f"impact-{uuid.uuid4().hex[:8]}"
+    topic = f"orders{uuid.uuid4().hex[:6]}"
+    # A Kafka topic's dataset is kafka://broker:9092/<topic>; its subject is '<topic>-value'.
+    dataset = f"kafka://broker:9092/{topic}"
+    staging, mart = f"{ns}/staging", f"{ns}/mart"
+    _record_runs(workbench, ns, [("load", dataset, staging), ("publish", staging, mart)])
+    subject = f"{topic}-value"
+    registry.register(subject, USER_V1, schema_format="AVRO", metadata={"dataset": dataset})
+    assert registry.dataset(subject) == dataset
+
+    report = registry.check(subject, USER_V3_BAD)
+    assert not report.compatible
+    assert report.dataset == dataset
+    assert report.impacted_datasets == [staging, mart]
+    assert report.impacted_jobs == [f"{ns}/load", f"{ns}/publish"]
+    assert report.impacted == [staging, mart, f"{ns}/load", f"{ns}/publish"]
+    assert registry.check(subject, USER_V2).impacted == [], "only a breaking change impacts"
+
+    # Confluent's metadata shape names the dataset too; a dataset lineage never saw: no impact.
+    other = _subject()
+    registry.register(
+        other, USER_V1, schema_format="AVRO", metadata={"properties": {"dataset": f"{ns}/none"}}
+    )
+    unseen = registry.check(other, USER_V3_BAD)
+    assert (unseen.dataset, unseen.impacted, unseen.compatible) == (f"{ns}/none", [], False)
+
+
+@pytest.mark.stack
+def test_check_of_a_new_subject_must_say_so(registry: SchemaRegistry) -> None:
+    report = registry.check(_subject(), {"type": "string"}, new_subject=True)
     assert isinstance(report, CompatibilityReport)
     assert (report.compatible, report.schema_format, report.versions_checked) == (True, "JSON", [])
+
+
+@pytest.mark.stack
+def test_check_of_a_misspelt_subject_says_it_does_not_exist(registry: SchemaRegistry) -> None:
+    subject = _subject()
+    registry.register(subject, {"type": "string"})
+    misspelt = subject.replace("-value", "-valeu")
+    with pytest.raises(UnknownSubjectError) as caught:
+        registry.check(misspelt, {"type": "integer"})
+    assert caught.value.suggestion == subject
+    assert isinstance(caught.value, UnknownNameError)
+    assert isinstance(caught.value, SchemaNotFoundError)
+    message = str(caught.value)
+    assert f"Unknown schema subject {misspelt!r}. Did you mean {subject!r}?" in message
+    assert "new_subject=True" in message
+    assert registry.versions(misspelt) == []
+    # An existing subject checked as new is still checked against its versions.
+    existing = registry.check(subject, {"type": "integer"}, new_subject=True)
+    assert (existing.compatible, existing.versions_checked) == (False, [1])
 
 
 @pytest.mark.stack
@@ -1297,8 +1378,9 @@ def test_unknown_names_suggest_close_ones(registry: SchemaRegistry) -> None:
         registry.set_compatibility(subject, "FORWRD")
     with pytest.raises(UnknownNameError, match="schema format"):
         registry.register(subject, {"type": "string"}, schema_format="PROTOBUF")
-    with pytest.raises(SchemaNotFoundError, match=f"Did you mean {subject!r}"):
+    with pytest.raises(UnknownSubjectError, match=f"Did you mean {subject!r}") as caught:
         registry.get(subject[:-1])
+    assert caught.value.suggestion == subject
     with pytest.raises(SchemaNotFoundError, match="versions: 1"):
         registry.get(subject, 7)
     with pytest.raises(SchemaNotFoundError, match="register its first version"):
@@ -1320,7 +1402,7 @@ def test_invalid_schema_text_is_rejected_with_its_position(registry: SchemaRegis
     with pytest.raises(InvalidSchemaError, match="line 2 column"):
         registry.register(subject, '{"type": "object",\n "properties": }')
     with pytest.raises(InvalidSchemaError, match="/properties/a/minLength"):
-        registry.check(subject, {"properties": {"a": {"minLength": -1}}})
+        registry.check(subject, {"properties": {"a": {"minLength": -1}}}, new_subject=True)
     assert registry.versions(subject) == []
 
 

@@ -342,21 +342,32 @@ class Catalog:
         direction: str = "downstream",
         depth: int | None = None,
         field: str | None = None,
+        include_history: bool = False,
     ) -> pl.DataFrame:
         """Datasets (or columns, with `field`) up- or downstream of `dataset`, to `depth` levels.
 
-        Each node appears once, at its shortest depth; cycles end the walk.
+        Each node appears once, at its shortest depth; cycles end the walk. Only current edges
+        are followed (a job's latest completed run defines its edges); `include_history` follows
+        retired ones too. An unknown dataset raises `UnknownNameError` with close matches.
         """
         from workbench.catalog import lineage
 
         if direction not in {"upstream", "downstream"}:
             raise InvalidEntityError(f"direction={direction!r} is not one of upstream, downstream.")
         with self._psycopg() as conn:
-            nodes = lineage.walk(conn, dataset, direction, depth=depth, field=field)  # type: ignore[arg-type]
+            nodes = lineage.walk(
+                conn,
+                dataset,
+                direction,  # type: ignore[arg-type]
+                depth=depth,
+                field=field,
+                include_history=include_history,
+            )
         return lineage.lineage_frame(nodes)
 
     def impacted_by(self, dataset: str) -> list[str]:
-        """Every dataset downstream of `dataset`: what a breaking change to it would break."""
+        """What a breaking change to `dataset` would break: every dataset downstream of it, then
+        the jobs that read them (current lineage edges only)."""
         from workbench.catalog import lineage
 
         with self._psycopg() as conn:

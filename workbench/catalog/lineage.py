@@ -7,10 +7,18 @@ path needs one string.
 
 Storage. ``dictamesh_data_lineage`` holds one row per distinct edge: source, target, source and
 target field (both NULL for a table-level edge) and job. Every run of a job upserts the same rows,
-so traversals only ever read current edges, however long the history. ``run_id``, ``run_state``
-and ``event_time`` describe the newest run that touched the edge; the last few runs are kept in
+so the table grows with the distinct edges, not with the runs. ``run_id``, ``run_state`` and
+``event_time`` describe the newest run that touched the edge; the last few runs are kept in
 ``transformation -> 'runs'``, off the traversal path. A column edge always comes with the
 table-level edge between its datasets, so table-level queries see every dependency.
+
+Current edges. A job's latest completed run defines its current edges, as in Marquez: a COMPLETE
+run retires the job's edges that no event of that run mentions and that no run that did not fail
+has seen since. ``retired_at`` is then the time of that first COMPLETE run after the edge was last
+seen (NULL while current); retired edges are kept for history. ``dictamesh_lineage_job_runs``
+remembers each completed run, so an older COMPLETE arriving late neither resurrects an edge nor
+retires one a newer run uses, and every arrival order ends with the same rows. A run reading a
+retired edge again makes it current from its START. Native edges are never retired.
 
 Runs. START, RUNNING, COMPLETE and OTHER events write the edges they describe (inputs to outputs,
 plus the ``columnLineage`` facet of each output) and advance the state of edges written earlier
@@ -19,16 +27,20 @@ job's existing edges of that run, and those between the inputs and outputs they 
 run of the job behind this edge failed" is visible on the edge. Merging is order-independent:
 replaying an event changes nothing, and events arriving out of order converge on the same rows.
 
-Queries walk the graph breadth-first, one indexed query per level, keeping the visited set in
-Python: each node is expanded once at its shortest depth, so cycles terminate, and the cost grows
-with the nodes reached rather than with the number of paths (which a recursive CTE carrying path
-arrays enumerates, exponentially on diamond-rich graphs). A column walk takes a column edge with
-no target field (a ``columnLineage`` facet's dataset-wide input, such as a filter column) as
-feeding every column of its output.
+Queries follow current edges (``include_history=True`` follows retired ones too) and raise
+`UnknownNameError`, with close matches, for a dataset or column no edge names; a known dataset
+with nothing up- or downstream gives an empty answer. They walk the graph breadth-first, one
+indexed query per level (current table-level edges have partial covering indexes), keeping the
+visited set in Python: each node is expanded once at its shortest depth, so cycles terminate, and
+the cost grows with the nodes reached rather than with the number of paths (which a recursive CTE
+carrying path arrays enumerates, exponentially on diamond-rich graphs). A column walk takes a
+column edge with no target field (a ``columnLineage`` facet's dataset-wide input, such as a filter
+column) as feeding every column of its output.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -39,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from workbench.errors import TerminalError
+from workbench.errors import TerminalError, UnknownNameError
 from workbench.events.consumer import ConsumedEvent
 from workbench.events.envelope import InvalidEventError
 from workbench.events.topics import LINEAGE
@@ -66,6 +78,9 @@ _STATE_RANK: dict[str, int] = {
     "FAIL": 5,
 }
 _EDGE_WRITING = frozenset({"START", "RUNNING", "COMPLETE", "OTHER"})
+_FAILED = frozenset({"FAIL", "ABORT"})
+# Per-job lock of run ingestion: the two-int4 advisory key space never meets single-bigint keys.
+_LOCK_NAMESPACE = 0x4C696E65  # "Line"
 
 
 class LineageError(TerminalError):
@@ -231,6 +246,18 @@ class _Row:
     run_state: str | None
     event_time: datetime
     created_at: datetime
+    retired_at: datetime | None = None
+
+    def last_seen(self) -> datetime:
+        """The newest time a run that did not fail saw the edge (its first sighting at least).
+
+        A job's COMPLETE run after this time did not mention the edge, so it retires it.
+        """
+        seen = [self.created_at]
+        for run in self.transformation.get("runs") or []:
+            if str(run.get("state") or "") not in _FAILED:
+                seen.append(datetime.fromisoformat(str(run["event_time"])))
+        return max(seen)
 
 
 @dataclass(frozen=True)
@@ -291,6 +318,7 @@ def _merge(current: _Row | None, new: _Incoming) -> _Row | None:
             run_state=str(head["state"]) if head else None,
             event_time=new.at,
             created_at=new.at,
+            retired_at=None,
         )
     description = {k: v for k, v in current.transformation.items() if k != "runs"}
     kind = current.transformation_type
@@ -308,6 +336,7 @@ def _merge(current: _Row | None, new: _Incoming) -> _Row | None:
         run_state=str(head["state"]) if head else current.run_state,
         event_time=current.event_time,
         created_at=min(current.created_at, new.at) if new.seen else current.created_at,
+        retired_at=current.retired_at,
     )
     if merged == current:
         return None
@@ -323,7 +352,7 @@ def _merge(current: _Row | None, new: _Incoming) -> _Row | None:
 
 _COLUMNS = (
     "source_dataset, target_dataset, source_field, target_field, job_name, "
-    "transformation_type, transformation, run_id, run_state, event_time, created_at"
+    "transformation_type, transformation, run_id, run_state, event_time, created_at, retired_at"
 )
 
 _SELECT_BY_KEYS = f"""
@@ -351,16 +380,16 @@ _SELECT_PAIRS = f"""
 # The guard keeps a concurrent writer that read an older row from moving an edge backwards.
 _UPSERT = f"""
     INSERT INTO dictamesh_data_lineage AS e ({_COLUMNS})
-    SELECT s, t, sf, tf, j, tt, tr::jsonb, r, rs, et, ca FROM unnest(
+    SELECT s, t, sf, tf, j, tt, tr::jsonb, r, rs, et, ca, ra FROM unnest(
         %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[],
-        %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[]
-    ) AS u(s, t, sf, tf, j, tt, tr, r, rs, et, ca)
+        %s::text[], %s::text[], %s::timestamptz[], %s::timestamptz[], %s::timestamptz[]
+    ) AS u(s, t, sf, tf, j, tt, tr, r, rs, et, ca, ra)
     ON CONFLICT (source_dataset, target_dataset, coalesce(source_field, ''),
                  coalesce(target_field, ''), coalesce(job_name, ''))
     DO UPDATE SET transformation_type = EXCLUDED.transformation_type,
         transformation = EXCLUDED.transformation, run_id = EXCLUDED.run_id,
         run_state = EXCLUDED.run_state, event_time = EXCLUDED.event_time,
-        created_at = EXCLUDED.created_at
+        created_at = EXCLUDED.created_at, retired_at = EXCLUDED.retired_at
     WHERE e.event_time <= EXCLUDED.event_time
     RETURNING 1
 """  # noqa: S608 - constant column list
@@ -368,9 +397,9 @@ _UPSERT = f"""
 
 def _rows(cursor_rows: Iterable[tuple[Any, ...]]) -> dict[EdgeKey, _Row]:
     found: dict[EdgeKey, _Row] = {}
-    for s, t, sf, tf, j, kind, transformation, run_id, state, at, created in cursor_rows:
+    for s, t, sf, tf, j, kind, transformation, run_id, state, at, created, retired in cursor_rows:
         found[EdgeKey(s, t, sf, tf, j)] = _Row(
-            kind, dict(transformation or {}), run_id, state, at, created
+            kind, dict(transformation or {}), run_id, state, at, created, retired
         )
     return found
 
@@ -421,6 +450,7 @@ def _write(conn: psycopg.Connection[Any], rows: Mapping[EdgeKey, _Row]) -> int:
             [rows[k].run_state for k in keys],
             [rows[k].event_time for k in keys],
             [rows[k].created_at for k in keys],
+            [rows[k].retired_at for k in keys],
         ),
     ).fetchall()
     return len(written)
@@ -430,13 +460,109 @@ def _apply(
     conn: psycopg.Connection[Any],
     incoming: Mapping[EdgeKey, _Incoming],
     current: Mapping[EdgeKey, _Row],
+    then: _Incoming | None = None,
 ) -> int:
+    """Merge `incoming` (and `then` after it, on the same edges) and write what changed."""
     changed: dict[EdgeKey, _Row] = {}
     for key, news in incoming.items():
         merged = _merge(current.get(key), news)
+        if then is not None:
+            merged = _merge(merged or current.get(key), then) or merged
         if merged is not None:
             changed[key] = merged
-    return _write(conn, changed)
+    return _write(conn, _with_retirement(conn, changed))
+
+
+# -- retirement: a job's latest completed run defines its current edges ------------------------
+#
+# An edge a job's run wrote is retired at the first COMPLETE run of that job after the edge was
+# last seen (`_Row.last_seen`): retired_at = min(completed_at > last_seen), NULL when there is
+# none. Both sides only grow (last_seen is a max over the edge's runs, the completed runs are a
+# set), so replays change nothing and any arrival order gives the same rows. Native edges (no
+# run) are never retired.
+
+_LAST_SEEN_SQL = """greatest(e.created_at, (
+    SELECT max((r->>'event_time')::timestamptz)
+    FROM jsonb_array_elements(coalesce(e.transformation->'runs', '[]'::jsonb)) AS r
+    WHERE coalesce(r->>'state', '') NOT IN ('FAIL', 'ABORT')))"""
+
+_FIRST_COMPLETION_AFTER = """
+    SELECT u.i, (
+        SELECT min(j.completed_at) FROM dictamesh_lineage_job_runs j
+        WHERE j.job_name = u.job AND j.completed_at > u.seen
+    ) FROM unnest(%s::int[], %s::text[], %s::timestamptz[]) AS u(i, job, seen)
+"""
+
+_RETIRE_SUPERSEDED = f"""
+    UPDATE dictamesh_data_lineage e SET retired_at = %(at)s
+    WHERE e.job_name = %(job)s AND e.run_id IS NOT NULL
+      AND (e.retired_at IS NULL OR e.retired_at > %(at)s)
+      AND {_LAST_SEEN_SQL} < %(at)s
+"""  # noqa: S608 - constant SQL
+
+_RECOMPUTE_RETIRED_AT = f"""
+    UPDATE dictamesh_data_lineage e SET retired_at = (
+        SELECT min(j.completed_at) FROM dictamesh_lineage_job_runs j
+        WHERE j.job_name = e.job_name AND j.completed_at > {_LAST_SEEN_SQL}
+    )
+    WHERE e.job_name = %(job)s AND e.retired_at = %(at)s
+"""  # noqa: S608 - constant SQL
+
+
+def _with_retirement(
+    conn: psycopg.Connection[Any], rows: Mapping[EdgeKey, _Row]
+) -> dict[EdgeKey, _Row]:
+    """`rows` with retired_at recomputed for the edges that runs of a job wrote."""
+    keys = [k for k, row in rows.items() if k.job is not None and row.run_id is not None]
+    out = dict(rows)
+    if not keys:
+        return out
+    found = conn.execute(
+        _FIRST_COMPLETION_AFTER,
+        (list(range(len(keys))), [k.job for k in keys], [rows[k].last_seen() for k in keys]),
+    ).fetchall()
+    for i, retired_at in found:
+        key = keys[int(i)]
+        out[key] = replace(rows[key], retired_at=retired_at)
+    return out
+
+
+def _lock_job(conn: psycopg.Connection[Any], job: str) -> None:
+    # Serialises the runs of one job, so retiring its edges never races a run writing them.
+    conn.execute("SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))", (_LOCK_NAMESPACE, job))
+
+
+def _record_completion(
+    conn: psycopg.Connection[Any], job: str, run_id: str, at: datetime
+) -> tuple[datetime, int]:
+    """Remember that the run completed; return its completion time (the latest COMPLETE event's,
+    should a producer send two) and the number of edges changed."""
+    stored = conn.execute(
+        "SELECT completed_at FROM dictamesh_lineage_job_runs "
+        "WHERE job_name = %s AND run_id = %s FOR UPDATE",
+        (job, run_id),
+    ).fetchone()
+    if stored is None:
+        conn.execute(
+            "INSERT INTO dictamesh_lineage_job_runs (job_name, run_id, completed_at) "
+            "VALUES (%s, %s, %s)",
+            (job, run_id, at),
+        )
+        return at, 0
+    if stored[0] >= at:
+        return stored[0], 0
+    conn.execute(
+        "UPDATE dictamesh_lineage_job_runs SET completed_at = %s "
+        "WHERE job_name = %s AND run_id = %s",
+        (at, job, run_id),
+    )
+    # Edges this run retired at its earlier time take the next completion after them instead.
+    return at, conn.execute(_RECOMPUTE_RETIRED_AT, {"job": job, "at": stored[0]}).rowcount
+
+
+def _retire_superseded(conn: psycopg.Connection[Any], job: str, at: datetime) -> int:
+    """Retire, at `at`, the job's edges last seen before its run completing at `at`."""
+    return conn.execute(_RETIRE_SUPERSEDED, {"job": job, "at": at}).rowcount
 
 
 def _atomic(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
@@ -526,6 +652,22 @@ def ingest_run_event(conn: psycopg.Connection[Any], event: RunEvent | Mapping[st
     )
     described = _run_event_edges(run_event) if run_event.event_type in _EDGE_WRITING else {}
     with _atomic(conn):
+        _lock_job(conn, job)
+        changed = 0
+        completed_at: datetime | None = None
+        then: _Incoming | None = None
+        if run_event.event_type == "COMPLETE":
+            completed_at, changed = _record_completion(conn, job, run_id, run_event.event_time)
+        elif described:
+            # The run's COMPLETE came first: the edges it writes now are the completed run's,
+            # as they would have been in order.
+            done = conn.execute(
+                "SELECT completed_at FROM dictamesh_lineage_job_runs "
+                "WHERE job_name = %s AND run_id = %s",
+                (job, run_id),
+            ).fetchone()
+            if done is not None:
+                then = _Incoming(at=done[0], run_id=run_id, run_state="COMPLETE", seen=False)
         current = _rows(conn.execute(_SELECT_RUN, (run_id, job)).fetchall())
         if run_event.event_type not in _EDGE_WRITING and run_event.inputs and run_event.outputs:
             pairs = conn.execute(
@@ -536,7 +678,10 @@ def ingest_run_event(conn: psycopg.Connection[Any], event: RunEvent | Mapping[st
         current.update(_existing(conn, [k for k in described if k not in current]))
         incoming = {key: run_only for key in current}
         incoming.update(described)
-        return _apply(conn, incoming, current)
+        changed += _apply(conn, incoming, current, then)
+        if completed_at is not None:
+            changed += _retire_superseded(conn, job, completed_at)
+        return changed
 
 
 def add_edge(
@@ -655,31 +800,34 @@ class LineageNode:
 
 _Node = tuple[str, str | None]
 
-# Each query maps a frontier to (from, from_field, to, to_field) pairs one step further.
-_TABLE_STEP: dict[Direction, str] = {
+# Each query maps a frontier to (from, from_field, to, to_field) pairs one step further. `{cur}`
+# is where the current-edges filter goes; the table steps of current edges match the partial
+# indexes idx_dictamesh_lineage_current_down/up exactly (index-only scans where possible).
+_TABLE_STEP_SQL: dict[Direction, str] = {
     "downstream": "SELECT DISTINCT source_dataset, target_dataset FROM dictamesh_data_lineage "
-    "WHERE source_dataset = ANY(%s) AND source_field IS NULL AND target_field IS NULL",
+    "WHERE source_dataset = ANY(%s) AND source_field IS NULL AND target_field IS NULL{cur}",
     "upstream": "SELECT DISTINCT target_dataset, source_dataset FROM dictamesh_data_lineage "
-    "WHERE target_dataset = ANY(%s) AND source_field IS NULL AND target_field IS NULL",
+    "WHERE target_dataset = ANY(%s) AND source_field IS NULL AND target_field IS NULL{cur}",
 }
 # A column edge with no target field (a columnLineage facet's ``dataset`` input, such as a
 # filter or join column) affects the whole output, so it feeds every column of that output.
-_COLUMN_STEP: dict[Direction, str] = {
+_COLUMN_STEP_SQL: dict[Direction, str] = {
     "downstream": """
         WITH f(d, c) AS (SELECT * FROM unnest(%s::text[], %s::text[])),
         e AS (
             SELECT e.source_dataset, e.source_field, e.target_dataset, e.target_field
             FROM dictamesh_data_lineage e JOIN f ON e.source_dataset = f.d AND e.source_field = f.c
+            WHERE true{cur_e}
         )
         SELECT * FROM e
         UNION
         SELECT e.source_dataset, e.source_field, e.target_dataset, o.field FROM e
         JOIN LATERAL (
             SELECT target_field FROM dictamesh_data_lineage
-            WHERE target_dataset = e.target_dataset AND target_field IS NOT NULL
+            WHERE target_dataset = e.target_dataset AND target_field IS NOT NULL{cur}
             UNION
             SELECT source_field FROM dictamesh_data_lineage
-            WHERE source_dataset = e.target_dataset AND source_field IS NOT NULL
+            WHERE source_dataset = e.target_dataset AND source_field IS NOT NULL{cur}
         ) AS o(field) ON true
         WHERE e.target_field IS NULL
     """,
@@ -687,11 +835,26 @@ _COLUMN_STEP: dict[Direction, str] = {
         WITH f(d, c) AS (SELECT * FROM unnest(%s::text[], %s::text[]))
         SELECT e.target_dataset, e.target_field, e.source_dataset, e.source_field
         FROM dictamesh_data_lineage e JOIN f ON e.target_dataset = f.d AND e.target_field = f.c
+        WHERE true{cur_e}
         UNION
         SELECT f.d, f.c, e.source_dataset, e.source_field
         FROM dictamesh_data_lineage e JOIN f ON e.target_dataset = f.d
-        WHERE e.target_field IS NULL AND e.source_field IS NOT NULL
+        WHERE e.target_field IS NULL AND e.source_field IS NOT NULL{cur}
     """,
+}
+_CURRENT = " AND retired_at IS NULL"
+# Keyed by (direction, include_history).
+_TABLE_STEP: dict[tuple[Direction, bool], str] = {
+    (d, history): sql.format(cur="" if history else _CURRENT)
+    for d, sql in _TABLE_STEP_SQL.items()
+    for history in (False, True)
+}
+_COLUMN_STEP: dict[tuple[Direction, bool], str] = {
+    (d, history): sql.format(
+        cur="" if history else _CURRENT, cur_e="" if history else " AND e.retired_at IS NULL"
+    )
+    for d, sql in _COLUMN_STEP_SQL.items()
+    for history in (False, True)
 }
 
 
@@ -701,15 +864,92 @@ def _label(node: _Node) -> str:
 
 
 def _step(
-    conn: psycopg.Connection[Any], direction: Direction, frontier: list[_Node], columns: bool
+    conn: psycopg.Connection[Any],
+    direction: Direction,
+    frontier: list[_Node],
+    columns: bool,
+    include_history: bool,
 ) -> list[tuple[_Node, _Node]]:
     if columns:
         rows = conn.execute(
-            _COLUMN_STEP[direction], ([d for d, _ in frontier], [f for _, f in frontier])
+            _COLUMN_STEP[direction, include_history],
+            ([d for d, _ in frontier], [f for _, f in frontier]),
         ).fetchall()
         return [((a, af), (b, bf)) for a, af, b, bf in rows]
-    rows = conn.execute(_TABLE_STEP[direction], ([d for d, _ in frontier],)).fetchall()
+    rows = conn.execute(
+        _TABLE_STEP[direction, include_history], ([d for d, _ in frontier],)
+    ).fetchall()
     return [((a, None), (b, None)) for a, b in rows]
+
+
+# -- unknown names: "did you mean" from the datasets next to the name in index order ------------
+
+_KNOWN_DATASET = """
+    SELECT EXISTS (SELECT 1 FROM dictamesh_data_lineage WHERE source_dataset = %(d)s)
+        OR EXISTS (SELECT 1 FROM dictamesh_data_lineage WHERE target_dataset = %(d)s)
+"""
+_KNOWN_COLUMN = """
+    SELECT EXISTS (SELECT 1 FROM dictamesh_data_lineage
+                   WHERE source_dataset = %(d)s AND source_field = %(f)s)
+        OR EXISTS (SELECT 1 FROM dictamesh_data_lineage
+                   WHERE target_dataset = %(d)s AND target_field = %(f)s)
+"""
+_COLUMNS_OF = """
+    SELECT source_field FROM dictamesh_data_lineage
+    WHERE source_dataset = %(d)s AND source_field IS NOT NULL
+    UNION
+    SELECT target_field FROM dictamesh_data_lineage
+    WHERE target_dataset = %(d)s AND target_field IS NOT NULL
+    LIMIT 1000
+"""
+_NEIGHBOURS = 25
+# The distinct dataset names either side of a name in each index (a loose index scan, so a hub
+# dataset with many edges counts once): a typo usually keeps the beginning of the name.
+_NEAR_NAMES = " UNION ".join(
+    f"""(WITH RECURSIVE near(name, n) AS (
+        SELECT {agg}({column}), 1 FROM dictamesh_data_lineage WHERE {column} {op} %(d)s
+        UNION ALL
+        SELECT (SELECT {agg}({column}) FROM dictamesh_data_lineage WHERE {column} {op} near.name),
+               near.n + 1
+        FROM near WHERE near.name IS NOT NULL AND near.n < {_NEIGHBOURS}
+    ) SELECT name FROM near WHERE name IS NOT NULL)"""  # noqa: S608 - constant names
+    for column in ("source_dataset", "target_dataset")
+    for agg, op in (("min", ">"), ("max", "<"))
+)
+
+
+def _unknown(kind: str, name: str, pool: Iterable[str], remedy: str) -> UnknownNameError:
+    """`UnknownNameError` naming the close matches only (never a whole catalog)."""
+    close = difflib.get_close_matches(name, sorted(set(pool)), n=3, cutoff=0.6)
+    error = UnknownNameError(kind, name, close)
+    error.remedy = f"Use one of: {', '.join(close)}; or {remedy}" if close else remedy
+    return error
+
+
+def _exists(conn: psycopg.Connection[Any], query: str, params: Mapping[str, Any]) -> bool:
+    row = conn.execute(query, params).fetchone()
+    return bool(row and row[0])
+
+
+def _check_known(conn: psycopg.Connection[Any], dataset: str, field: str | None) -> None:
+    """Raise `UnknownNameError` when no edge, current or retired, names the dataset (column)."""
+    if not _exists(conn, _KNOWN_DATASET, {"d": dataset}):
+        near = [str(r[0]) for r in conn.execute(_NEAR_NAMES, {"d": dataset}).fetchall()]
+        raise _unknown(
+            "lineage dataset",
+            dataset,
+            near,
+            "name a dataset by its OpenLineage identity 'namespace/name', as its run events "
+            "or native edges give it.",
+        )
+    if field is not None and not _exists(conn, _KNOWN_COLUMN, {"d": dataset, "f": field}):
+        columns = [str(r[0]) for r in conn.execute(_COLUMNS_OF, {"d": dataset}).fetchall()]
+        raise _unknown(
+            f"column of lineage dataset {dataset!r}",
+            field,
+            columns,
+            "pass field=None for the whole dataset, or a column its column lineage names.",
+        )
 
 
 def walk(
@@ -719,8 +959,14 @@ def walk(
     *,
     depth: int | None = None,
     field: str | None = None,
+    include_history: bool = False,
 ) -> list[LineageNode]:
-    """Breadth-first lineage from `dataset` (or its column `field`), nearest first."""
+    """Breadth-first lineage from `dataset` (or its column `field`), nearest first.
+
+    Only current edges are followed; `include_history` follows retired ones too (edges the
+    latest completed run of their job no longer mentions). Raises `UnknownNameError`, with close
+    matches, when no edge names `dataset` (or its column `field`).
+    """
     if depth is not None and depth < 0:
         raise LineageError(
             f"Lineage depth must be 0 or more, got {depth}.", remedy="pass None for any depth."
@@ -733,7 +979,7 @@ def walk(
     while frontier and (depth is None or level < depth):
         level += 1
         parents: dict[_Node, _Node] = {}
-        for parent, child in _step(conn, direction, frontier, field is not None):
+        for parent, child in _step(conn, direction, frontier, field is not None, include_history):
             if child in paths:
                 continue
             if child not in parents or _label(parent) < _label(parents[child]):
@@ -743,6 +989,8 @@ def walk(
             found.append(LineageNode(child[0], child[1], level, paths[child]))
         # A whole dataset reached by a column walk is listed but not walked on: its columns are.
         frontier = [node for node in parents if field is None or node[1] is not None]
+    if not found:  # only an empty answer pays for telling "nothing there" from "no such name"
+        _check_known(conn, dataset, field)
     return found
 
 
@@ -752,9 +1000,12 @@ def upstream(
     *,
     depth: int | None = None,
     field: str | None = None,
+    include_history: bool = False,
 ) -> list[LineageNode]:
     """What `dataset` (or its column `field`) is derived from, to `depth` levels (None: all)."""
-    return walk(conn, dataset, "upstream", depth=depth, field=field)
+    return walk(
+        conn, dataset, "upstream", depth=depth, field=field, include_history=include_history
+    )
 
 
 def downstream(
@@ -763,14 +1014,61 @@ def downstream(
     *,
     depth: int | None = None,
     field: str | None = None,
+    include_history: bool = False,
 ) -> list[LineageNode]:
     """What is derived from `dataset` (or its column `field`), to `depth` levels (None: all)."""
-    return walk(conn, dataset, "downstream", depth=depth, field=field)
+    return walk(
+        conn, dataset, "downstream", depth=depth, field=field, include_history=include_history
+    )
 
 
-def impacted_by(conn: psycopg.Connection[Any], dataset: str) -> list[str]:
-    """Every dataset downstream of `dataset` at any depth, nearest first."""
-    return [node.dataset for node in downstream(conn, dataset)]
+@dataclass(frozen=True, slots=True)
+class Impact:
+    """What a breaking change to a dataset reaches.
+
+    `datasets`: every dataset downstream, nearest first. `jobs`: the jobs reading the dataset or
+    any of those (the jobs of the current edges leaving them), nearest first, then by name.
+    """
+
+    dataset: str
+    datasets: list[str]
+    jobs: list[str]
+
+
+_READERS = """
+    SELECT DISTINCT source_dataset, job_name FROM dictamesh_data_lineage
+    WHERE source_dataset = ANY(%s) AND job_name IS NOT NULL{cur}
+"""
+_READERS_BY_HISTORY = {
+    history: _READERS.format(cur="" if history else _CURRENT) for history in (False, True)
+}
+
+
+def impact(conn: psycopg.Connection[Any], dataset: str, *, include_history: bool = False) -> Impact:
+    """The datasets downstream of `dataset` and the jobs reading it or them.
+
+    Raises `UnknownNameError` for a dataset no lineage edge names.
+    """
+    nodes = downstream(conn, dataset, include_history=include_history)
+    depth = {dataset: 0} | {node.dataset: node.depth for node in nodes}
+    readers = conn.execute(_READERS_BY_HISTORY[include_history], (list(depth),)).fetchall()
+    nearest: dict[str, int] = {}
+    for source, job in readers:
+        nearest[str(job)] = min(nearest.get(str(job), depth[source]), depth[source])
+    return Impact(
+        dataset=dataset,
+        datasets=[node.dataset for node in nodes],
+        jobs=sorted(nearest, key=lambda job: (nearest[job], job)),
+    )
+
+
+def impacted_by(
+    conn: psycopg.Connection[Any], dataset: str, *, include_history: bool = False
+) -> list[str]:
+    """Every dataset downstream of `dataset` (nearest first), then the jobs reading any of them
+    or `dataset` itself (see `Impact`; `impact` keeps the two apart)."""
+    found = impact(conn, dataset, include_history=include_history)
+    return [*found.datasets, *found.jobs]
 
 
 def lineage_frame(nodes: Sequence[LineageNode]) -> pl.DataFrame:

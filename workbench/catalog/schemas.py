@@ -22,10 +22,28 @@ Each `Incompatibility` has:
   pointer such as ``/properties/email/type`` for JSON Schema, ``/`` for the root. ``$ref`` is
   followed, so the path is where the data sits, not where a definition lives.
 - ``reason``: a sentence naming the old and new values and the consequence.
+
+Impact analysis. `SchemaRegistry.check` reports, for a breaking candidate, what lineage says the
+change reaches: the datasets downstream of the subject's dataset and the jobs reading that dataset
+or any of them (the jobs of the current lineage edges leaving them). A subject names its dataset,
+the OpenLineage identity ``namespace/name`` its run events use, in one of two ways:
+
+- its metadata: ``register(subject, schema, metadata={"dataset": "kafka://broker:9092/orders"})``,
+  or Confluent's metadata shape ``{"properties": {"dataset": ...}}``; the newest version that
+  names one counts. Use this for Confluent-style ``orders-value`` / ``orders-key`` subjects;
+- else its own name, when that contains a ``/`` (``warehouse/orders``).
+
+A subject naming no dataset, or one lineage has never seen, has no impact to report
+(`CompatibilityReport.dataset` says which dataset was looked up).
+
+Checking a candidate against a subject that does not exist raises `UnknownSubjectError` with the
+closest subjects (Confluent answers 404 "Subject not found"), so a misspelt subject is never
+reported compatible; pass ``new_subject=True`` to check the first version of a new subject.
 """
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib
 import json
@@ -137,6 +155,15 @@ class SchemaNotFoundError(TerminalError):
     """No such subject or version in the registry."""
 
 
+class UnknownSubjectError(UnknownNameError, SchemaNotFoundError):
+    """No live version of the subject; `suggestion` is the closest existing subject, if any."""
+
+    def __init__(self, subject: str, subjects: Iterable[str], remedy: str) -> None:
+        close = difflib.get_close_matches(subject, list(subjects), n=3, cutoff=0.6)
+        super().__init__("schema subject", subject, close)
+        self.remedy = f"Use one of: {', '.join(close)}; or {remedy}" if close else remedy
+
+
 class InvalidSubjectError(TerminalError):
     """A subject name the registry cannot use."""
 
@@ -152,6 +179,10 @@ class CompatibilityReport:
     incompatibilities: list[Incompatibility]
     impacted: list[str]  # downstream datasets and consumers the change would break
     versions_checked: list[int]
+    # From lineage (the default): the subject's dataset, and `impacted` split into its parts.
+    dataset: str | None = None
+    impacted_datasets: list[str] = field(default_factory=list)
+    impacted_jobs: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         verdict = (
@@ -1830,6 +1861,7 @@ class _Row:
     schema_format: str
     definition: str
     compatibility: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
 
 SCHEMA_EVENT_SOURCE = "/dictamesh/schema-registry"
@@ -2030,6 +2062,11 @@ class SchemaRegistry:
                 ).scalars()
             ]
 
+    def dataset(self, subject: str) -> str | None:
+        """The lineage dataset the subject describes, or None (see the module docstring)."""
+        with self.engine.connect() as conn:
+            return _dataset_of(subject, self._live_rows(conn, subject))
+
     def compatibility(self, subject: str) -> str:
         """The subject's mode: its latest version's, or BACKWARD for a new subject."""
         with self.engine.connect() as conn:
@@ -2043,21 +2080,43 @@ class SchemaRegistry:
         *,
         schema_format: SchemaFormat | str | None = None,
         compatibility: str | None = None,
-        downstream: Callable[[str], Iterable[str]] | None = None,
+        downstream: Callable[[str], Iterable[str]] | Literal["lineage"] | None = "lineage",
+        new_subject: bool = False,
     ) -> CompatibilityReport:
         """Would `candidate` be accepted? Lists what breaks and, if it breaks, who is impacted.
 
-        `downstream(subject)` names the datasets and consumers that depend on the subject (the
-        lineage module provides it); it is called only when the candidate is incompatible.
+        `downstream` says who depends on the subject, asked only when the candidate breaks it:
+        ``"lineage"`` (the default) lists the datasets downstream of the subject's dataset and
+        the jobs reading them (see the module docstring for how a subject names its dataset);
+        a callable ``downstream(subject)`` names them itself; None skips impact analysis.
+
+        Raises `UnknownSubjectError` (with the closest subjects) for a subject with no version,
+        unless `new_subject` says the candidate is meant as a new subject's first version.
         """
+        if isinstance(downstream, str) and downstream != "lineage":
+            raise UnknownNameError("impact source", downstream, ["lineage"])
         with self.engine.connect() as conn:
             rows = self._live_rows(conn, subject)
+        if not rows and not new_subject:
+            raise self._missing(
+                subject,
+                remedy="pass new_subject=True to check the first version of a new subject.",
+            )
         fmt = _format_name(schema_format or (rows[-1].schema_format if rows else "JSON"))
         mode = _mode_name(compatibility or (rows[-1].compatibility if rows else DEFAULT_MODE))
         _parse(_load(candidate, fmt, "candidate schema"), fmt, "candidate schema")
         problems = _evaluate(rows, candidate, fmt, mode)
+        dataset = _dataset_of(subject, rows)
         impacted: list[str] = []
-        if problems and downstream is not None:
+        datasets: list[str] = []
+        jobs: list[str] = []
+        if not problems or downstream is None:
+            pass
+        elif isinstance(downstream, str):
+            if dataset is not None:
+                datasets, jobs = self._lineage_impact(dataset)
+            impacted = list(dict.fromkeys([*datasets, *jobs]))
+        else:
             impacted = list(dict.fromkeys(str(name) for name in downstream(subject)))
         return CompatibilityReport(
             subject=subject,
@@ -2067,6 +2126,9 @@ class SchemaRegistry:
             incompatibilities=problems,
             impacted=impacted,
             versions_checked=[row.version for row in _targets(rows, mode)],
+            dataset=dataset,
+            impacted_datasets=datasets,
+            impacted_jobs=jobs,
         )
 
     # -- helpers
@@ -2082,20 +2144,32 @@ class SchemaRegistry:
     def _live_rows(conn: Connection, subject: str) -> list[_Row]:
         result = conn.execute(
             text(
-                "SELECT version, schema_format, definition, compatibility FROM dictamesh_schemas "
-                "WHERE subject = :subject AND NOT is_deleted ORDER BY version"
+                "SELECT version, schema_format, definition, compatibility, metadata "
+                "FROM dictamesh_schemas WHERE subject = :subject AND NOT is_deleted "
+                "ORDER BY version"
             ),
             {"subject": subject},
         )
-        return [_Row(int(r[0]), str(r[1]), str(r[2]), str(r[3])) for r in result]
+        return [_Row(int(r[0]), str(r[1]), str(r[2]), str(r[3]), r[4] or {}) for r in result]
 
-    def _missing(self, subject: str, remedy: str | None = None) -> SchemaNotFoundError:
-        guess = did_you_mean(subject, self.subjects())
-        hint = f" Did you mean {guess!r}?" if guess else ""
-        return SchemaNotFoundError(
-            f"No subject {subject!r} in the schema registry.{hint}",
-            remedy=remedy or "list the subjects with subjects(), or register a first version.",
+    def _missing(self, subject: str, remedy: str | None = None) -> UnknownSubjectError:
+        return UnknownSubjectError(
+            subject,
+            self.subjects(),
+            remedy or "list the subjects with subjects(), or register a first version.",
         )
+
+    def _lineage_impact(self, dataset: str) -> tuple[list[str], list[str]]:
+        """Downstream datasets and reading jobs of `dataset`; none when lineage never saw it."""
+        from workbench.catalog import lineage
+
+        with self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection  # psycopg, as the lineage module uses
+            try:
+                found = lineage.impact(raw, dataset)
+            except UnknownNameError:
+                return [], []
+        return found.datasets, found.jobs
 
 
 def _stored_text(definition: SchemaInput, fmt: SchemaFormat) -> str:
@@ -2116,6 +2190,21 @@ def _subject_name(subject: str) -> str:
             remedy="name the subject, e.g. 'orders-value'.",
         )
     return subject
+
+
+def _dataset_of(subject: str, rows: Sequence[_Row]) -> str | None:
+    """The dataset the newest version naming one gives in its metadata, else a ``ns/name``
+    subject itself."""
+    for row in reversed(rows):
+        metadata = row.metadata if isinstance(row.metadata, Mapping) else {}
+        properties = metadata.get("properties")
+        for named in (
+            metadata.get("dataset"),
+            properties.get("dataset") if isinstance(properties, Mapping) else None,
+        ):
+            if isinstance(named, str) and named.strip():
+                return named
+    return subject if "/" in subject else None
 
 
 def _targets(rows: list[_Row], mode: str) -> list[_Row]:
