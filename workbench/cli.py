@@ -188,6 +188,9 @@ def serve(
     ] = True,
 ) -> None:
     """Serve the dashboards, /metrics and /api/health behind a login."""
+    import signal
+    import threading
+
     from workbench.api.auth import load_credentials
     from workbench.api.server import serve as run_server
     from workbench.client import connect
@@ -196,6 +199,10 @@ def serve(
     settings = _settings()
     load_credentials(settings, demo=demo)  # refuse before starting anything
     workbench = connect(settings)
+    # From here a SIGTERM stops everything cleanly, even before the server's loop runs.
+    stop_requested = threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: stop_requested.set())
     workers = (
         Workers(build_runners(workbench.endpoints, batch_size=settings.consumer_batch_size)).start()
         if consumers
@@ -220,6 +227,7 @@ def serve(
         demo=demo,
         announce=announce,
         on_stop=workers.stop if workers is not None else None,  # each finishes its batch
+        stop_requested=stop_requested,
     )
 
 

@@ -14,19 +14,11 @@ import yaml
 
 from connectors.base.config import env_var
 from connectors.chatwoot import sign
-from tests.helpers import BIN, chromium_path, free_port, wait_for_port
+from tests.helpers import BIN, chromium, free_port, wait_for_port
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
 USER, PASSWORD = "ada", "correct-horse-battery"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +75,7 @@ def test_page_builds_without_a_browser(workbench: Any, instance: str) -> None:
 
 
 def test_sync_now_from_the_connectors_page(server: str, instance: str, workbench: Any) -> None:
-    executable = chromium_path()
-    if executable is None:
-        pytest.fail("Debian's chromium is not installed; `make test` installs it")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         page = browser.new_page()
         page.goto(server + "/login")
         page.fill("input[name=username]", USER)
@@ -114,7 +98,6 @@ def test_sync_now_from_the_connectors_page(server: str, instance: str, workbench
         run = page.locator(".dm-connectors-runs .tabulator-row", has_text=instance)
         run.filter(has_text="succeeded").first.wait_for(timeout=30_000)
         assert "1970" not in run.first.inner_text()  # timestamps as text, not epoch numbers
-        browser.close()
     assert workbench.connectors.runs(instance)["status"].to_list()[0] == "succeeded"
 
 

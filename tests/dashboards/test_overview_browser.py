@@ -12,21 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.helpers import BIN, chromium_path, free_port, wait_for_port
+from tests.helpers import BIN, chromium, free_port, wait_for_port
 from workbench.stack import Endpoints
 
 pytestmark = [pytest.mark.stack, pytest.mark.browser]
 
 USER, PASSWORD = "ada", "correct-horse-battery"
 TOKEN = "metrics-token-0123456789abcdef"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @dataclass
@@ -59,19 +51,8 @@ def server(stack: Endpoints) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    executable = chromium_path()
-    if executable is None:
-        pytest.fail(
-            "Debian's chromium is not installed; `make test` installs it (apt-get install chromium)"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 def _logged_in(browser: object, server: Server) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -202,19 +203,29 @@ def serve(
     demo: bool = False,
     announce: Callable[[str, Credentials], None] | None = None,
     on_stop: Callable[[], None] | None = None,
+    stop_requested: threading.Event | None = None,
 ) -> None:
-    """Serve until SIGTERM or Ctrl-C; then stop the server and call `on_stop`."""
+    """Serve until SIGTERM or Ctrl-C; then stop the server and call `on_stop`.
+
+    `stop_requested` is set by the caller's own handler for a signal that came before the
+    server's loop took over (the port is bound while the server is built).
+    """
     import signal
 
+    early = stop_requested if stop_requested is not None else threading.Event()
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda *_: early.set())
     server, credentials = build_server(settings, workbench, host=host, port=port, demo=demo)
+    loop = server.io_loop.asyncio_loop
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(stop_signal, server.io_loop.stop)
+    if early.is_set():
+        loop.call_soon(server.io_loop.stop)
     server.start()
     url = f"http://{'localhost' if host in {'127.0.0.1', '0.0.0.0'} else host}:{server.port}/"  # noqa: S104
     log.info("serving dashboards", url=url, demo=credentials.demo)
     if announce:
         announce(url, credentials)
-    loop = server.io_loop.asyncio_loop
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(stop_signal, server.io_loop.stop)
     try:
         server.io_loop.start()
     finally:
