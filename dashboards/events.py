@@ -92,8 +92,10 @@ class DeadLetterTable:
 
     def show(self, frame: pd.DataFrame) -> None:
         ticked = [letter for letter in self.ticked if letter in frame.index]
-        rows = [int(frame.index.get_loc(letter)) for letter in ticked]
-        self.widget.param.update(value=frame, selection=rows)  # together: never a stale tick
+        # The new rows first (Tabulator may remap or drop the selection as they land), then
+        # the ticks by name, so the last word on the selection is ours.
+        self.widget.value = frame
+        self.widget.selection = [int(frame.index.get_loc(letter)) for letter in ticked]
         self.ticked = ticked
 
     def clear(self) -> None:
