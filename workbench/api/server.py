@@ -212,9 +212,11 @@ def serve(
     """
     import signal
 
-    early = stop_requested if stop_requested is not None else threading.Event()
-    for stop_signal in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(stop_signal, lambda *_: early.set())
+    early = stop_requested
+    if early is None:  # a caller passing one has its handler in place already
+        early = threading.Event()
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, lambda *_: early.set())
     server, credentials = build_server(settings, workbench, host=host, port=port, demo=demo)
     loop = server.io_loop.asyncio_loop
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
