@@ -74,6 +74,18 @@ def test_register_update_and_history(workbench: Any, workers: Any) -> None:
     assert change["added"] == ["size"]
     assert change["changed"] == ["colour"]
     assert change["fields"] == ["tags"]
+    # The cache-status row follows the catalog's copy: refreshed by version 2, which
+    # invalidated the copy of version 1.
+    with psycopg.connect(workbench.endpoints.postgres_url) as conn:
+        status = conn.execute(
+            "SELECT source_version, is_stale, invalidation_count, last_refreshed_at, "
+            "last_invalidated_at FROM dictamesh_cache_status WHERE entity_id = %s",
+            (second.id,),
+        ).fetchall()
+    assert len(status) == 1
+    version, stale, invalidations, refreshed, invalidated = status[0]
+    assert (version, stale, invalidations) == (2, False, 1)
+    assert refreshed == invalidated == second.updated_at
 
 
 def test_duplicates_and_stale_versions_are_no_ops(workbench: Any, workers: Any) -> None:

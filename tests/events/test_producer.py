@@ -1,14 +1,18 @@
-"""The producer's delivery contract, without a broker: failures surface as errors."""
+"""The producer's contract: failures surface as errors, entity events are checked and keyed."""
 
 from __future__ import annotations
 
 import socket
+import uuid
 
 import pytest
 
+from tests.helpers import read_records
+from workbench.catalog.model import EntityChange
 from workbench.events import topics
 from workbench.events.envelope import CloudEvent
 from workbench.events.producer import DeliveryError, EventProducer, InvalidPayloadError
+from workbench.stack import Endpoints
 
 
 def _closed_port() -> int:
@@ -48,3 +52,37 @@ def test_an_entity_event_without_an_entity_change_is_refused_before_it_is_sent()
         producer.publish(topics.ENTITY_CREATED, event)
     assert producer.undelivered == []
     producer.flush(1)  # nothing was queued
+
+
+def test_entity_events_without_a_partition_key_are_keyed_by_their_entity(stack: Endpoints) -> None:
+    """Every version of an entity lands on one partition, so they arrive in order."""
+    producer = EventProducer(stack.kafka_bootstrap)
+    source_id = f"unkeyed-{uuid.uuid4().hex}"
+    handles = []
+    for version in (1, 2, 3):
+        change = EntityChange(
+            domain="tests",
+            source_system="producer-tests",
+            entity_type="order",
+            source_id=source_id,
+            version=version,
+        )
+        event = CloudEvent(
+            source="/tests/producer",
+            type=topics.ENTITY_UPDATED,
+            data=change.model_dump(mode="json"),
+        )
+        assert event.partitionkey is None
+        handles.append(producer.publish(topics.ENTITY_UPDATED, event))
+    producer.flush(30)
+    key = f"producer-tests/order/{source_id}"
+    assert all(handle.event.partitionkey == key for handle in handles)
+    records = read_records(
+        stack.kafka_bootstrap,
+        topics.ENTITY_UPDATED,
+        lambda record: record.key() == key.encode(),
+        count=3,
+    )
+    assert len(records) == 3
+    assert len({record.partition() for record in records}) == 1
+    assert [record.offset() for record in records] == sorted(r.offset() for r in records)

@@ -300,13 +300,12 @@ def _merge(
         cursor.execute(
             f"""
             INSERT INTO dictamesh_cache_status AS c ({_CACHE_COLUMNS})
-            SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, changes > 1,
-                   changes - 1, CASE WHEN changes > 1 THEN at END,
+            SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, false, changes - 1, CASE WHEN changes > 1 THEN at END,
                    CASE WHEN changes > 1 THEN 'entity changed' END, at
             FROM dictamesh_stage_cache
             ON CONFLICT (cache_key) DO UPDATE SET
                 last_refreshed_at = EXCLUDED.last_refreshed_at,
-                source_version = EXCLUDED.source_version, is_stale = true,
+                source_version = EXCLUDED.source_version, is_stale = false,
                 invalidation_count = c.invalidation_count + EXCLUDED.invalidation_count + 1,
                 last_invalidated_at = EXCLUDED.updated_at,
                 last_invalidation_reason = 'entity changed', updated_at = EXCLUDED.updated_at
@@ -330,7 +329,11 @@ _CACHE_COLUMNS = (
 
 
 def _new_cache_line(entity: str, version: int, at: str, changes: int) -> str:
-    """The cache-status row of an entity first seen in this batch (as the merge would make it)."""
+    """The cache-status row of an entity first seen in this batch (as the merge would make it).
+
+    The row is the catalog's copy of the source record: refreshed (not stale) by each applied
+    version; each version it replaced counts as an invalidation of the copy held before.
+    """
     changed = changes > 1
     return copy_line(
         f"entity:{entity}",
@@ -338,7 +341,7 @@ def _new_cache_line(entity: str, version: int, at: str, changes: int) -> str:
         "L2",
         at,
         str(version),
-        copy_bool(changed),
+        "f",
         str(changes - 1),
         at if changed else NULL,
         "entity changed" if changed else NULL,

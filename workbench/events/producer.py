@@ -202,23 +202,30 @@ class InvalidPayloadError(TerminalError):
     """An event's data does not fit its topic; nothing was published."""
 
 
-def _check_payload(topic: str, event: CloudEvent) -> None:
-    """Entity events must carry an entity change: the projection would dead-letter them."""
+def _checked(topic: str, event: CloudEvent) -> CloudEvent:
+    """The event as sent: an entity event must carry an entity change, and is keyed by entity.
+
+    The projection would dead-letter an entity event without a change; without a key, an
+    entity's versions would spread over partitions and arrive out of order.
+    """
     from workbench.events import topics
 
     if topic not in topics.ENTITY_TOPICS:
-        return
+        return event
     from workbench.catalog.model import entity_change
     from workbench.events.envelope import InvalidEventError
 
     try:
-        entity_change(event)
+        change = entity_change(event)
     except InvalidEventError as exc:
         raise InvalidPayloadError(
             f"Not published to {topic}: {exc.message}",
             remedy="give the event's data the fields of an entity change (domain, "
             "source_system, entity_type, source_id, version, attributes).",
         ) from None
+    if event.partitionkey is None:
+        return event.model_copy(update={"partitionkey": change.ref.key})
+    return event
 
 
 class EventProducer:
@@ -258,7 +265,7 @@ class EventProducer:
         """Queue one event; the handle reports delivery and projection."""
         from confluent_kafka import KafkaException
 
-        _check_payload(topic, event)
+        event = _checked(topic, event)
         record = event.to_kafka(self.mode)
         handle = PublishHandle(self, topic, event)
         while True:
