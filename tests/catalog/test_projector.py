@@ -450,6 +450,48 @@ def test_time_travel_gives_an_entity_and_a_query_as_they_were(workbench: Any, wo
         workbench.catalog.entities(cursor="'; DROP TABLE x; --")
 
 
+def test_time_travel_gives_the_relationships_as_they_were(workbench: Any, workers: Any) -> None:
+    from datetime import UTC, datetime
+
+    sid, first, second = _unique(), _unique(), _unique()
+    catalog = workbench.catalog
+
+    def uses(gid: str) -> RelationshipChange:
+        target = EntityRef(source_system="unit", entity_type="gadget", source_id=gid)
+        return RelationshipChange(type="uses", target=target, confidence=0.5)
+
+    catalog.register("test", "unit", "widget", sid, relationships=[uses(first)]).wait()
+    catalog.register("test", "unit", "gadget", first).wait()
+    at_first = datetime.now(UTC)
+    catalog.register("test", "unit", "widget", sid, attributes={"n": 2}).wait()  # edges kept
+    at_unchanged = datetime.now(UTC)
+    catalog.register("test", "unit", "widget", sid, relationships=[uses(second)]).wait()
+    at_second = datetime.now(UTC)
+    catalog.delete("unit", "widget", sid).wait()
+
+    def out(when: datetime | None) -> list[tuple[Any, ...]]:
+        edges = catalog.relationships("unit", "widget", sid, direction="out", as_of=when)
+        columns = ("relationship_type", "to_source_id", "confidence", "target_known")
+        return edges.select(*columns).rows()
+
+    assert out(datetime(2000, 1, 1, tzinfo=UTC)) == []
+    assert out(at_first) == [("uses", first, 0.5, True)]
+    assert out(at_unchanged) == [("uses", first, 0.5, True)]
+    assert out(at_second) == [("uses", second, 0.5, False)]
+    assert out(datetime.now(UTC)) == []  # the delete retired them
+    assert catalog.relationships("unit", "widget", sid).height == 0
+
+    def incoming(gid: str, when: datetime) -> list[tuple[Any, ...]]:
+        edges = catalog.relationships("unit", "gadget", gid, direction="in", as_of=when)
+        return edges.select("direction", "from_source_id").rows()
+
+    assert incoming(first, at_first) == [("in", sid)]
+    assert incoming(first, at_second) == []
+    assert incoming(second, at_second) == [("in", sid)]
+    both = catalog.relationships("unit", "gadget", first, as_of=at_unchanged)
+    assert both["direction"].to_list() == ["in"]
+
+
 def test_attributes_are_validated_against_the_registered_schema_before_sending(
     workbench: Any, workers: Any
 ) -> None:

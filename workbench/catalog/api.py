@@ -299,11 +299,27 @@ class Catalog:
         *,
         direction: str = "both",
         include_deleted: bool = False,
+        as_of: datetime | None = None,
     ) -> pl.DataFrame:
-        """Typed edges of one entity, outgoing, incoming or both."""
+        """Typed edges of one entity, outgoing, incoming or both; with `as_of`, as they were then.
+
+        The past edges come from the event log: each version that declared its entity's edges
+        logged them, and a delete retired them.
+        """
         if direction not in {"out", "in", "both"}:
             raise InvalidEntityError(f"direction={direction!r} is not one of out, in, both.")
         node = entity_id(source_system, entity_type, source_id)
+        if as_of is not None:
+            _, params = _source(as_of)
+            params.update(
+                id=node,
+                ss=source_system,
+                et=entity_type,
+                sid=source_id,
+                out=direction != "in",
+                incoming=direction != "out",
+            )
+            return _frame(self.engine, _RELATIONSHIPS_AS_OF, params)
         sides = {
             "out": "r.from_entity_id = :id",
             "in": "r.to_entity_id = :id",
@@ -423,6 +439,55 @@ _AS_OF = """(
           ORDER BY entity_id, entity_version DESC) s
     JOIN dictamesh_entity_catalog e ON e.id = s.entity_id
 ) AS catalog_as_of"""
+
+
+# One entity's edges at a past moment. Each candidate (the entity, and every entity that ever
+# declared an edge to it) gets the edges of its newest version logged by then that declared
+# edges or was a delete. Entities whose log predates logged edges fall back to the edge
+# table's own times.
+_RELATIONSHIPS_AS_OF = """
+WITH candidates AS (
+    SELECT CAST(:id AS uuid) AS entity_id WHERE :out
+    UNION
+    SELECT from_entity_id FROM dictamesh_entity_relationships
+    WHERE to_entity_id = :id AND :incoming
+), declared AS (
+    SELECT DISTINCT ON (l.entity_id) l.entity_id, l.after_state, l.occurred_at
+    FROM dictamesh_event_log l JOIN candidates c ON c.entity_id = l.entity_id
+    WHERE l.occurred_at <= :as_of
+      AND (l.after_state ? 'relationships'
+           OR coalesce((l.after_state->>'is_deleted')::boolean, false))
+    ORDER BY l.entity_id, l.entity_version DESC
+), edges AS (
+    SELECT d.entity_id AS from_entity_id, rel->>'type' AS relationship_type,
+           coalesce(rel->>'cardinality', 'many_to_one') AS cardinality,
+           coalesce((rel->>'confidence')::float8, 1) AS confidence,
+           rel->'target'->>'source_system' AS to_source_system,
+           rel->'target'->>'entity_type' AS to_entity_type,
+           rel->'target'->>'source_id' AS to_source_id, d.occurred_at AS updated_at
+    FROM declared d
+    CROSS JOIN jsonb_array_elements(coalesce(d.after_state->'relationships', '[]')) rel
+    UNION ALL
+    SELECT r.from_entity_id, r.relationship_type, r.cardinality, r.confidence::float8,
+           r.to_source_system, r.to_entity_type, r.to_source_id, r.updated_at
+    FROM dictamesh_entity_relationships r JOIN candidates c ON c.entity_id = r.from_entity_id
+    WHERE r.from_entity_id NOT IN (SELECT entity_id FROM declared)
+      AND r.created_at <= :as_of AND (NOT r.is_deleted OR r.updated_at > :as_of)
+)
+SELECT CASE WHEN x.from_entity_id = :id THEN 'out' ELSE 'in' END AS direction,
+       x.relationship_type, x.cardinality, x.confidence,
+       f.source_system AS from_source_system, f.entity_type AS from_entity_type,
+       f.source_id AS from_source_id, x.to_source_system, x.to_entity_type, x.to_source_id,
+       EXISTS (SELECT 1 FROM dictamesh_entity_catalog t JOIN dictamesh_event_log tl
+                   ON tl.entity_id = t.id AND tl.occurred_at <= :as_of
+               WHERE (t.source_system, t.entity_type, t.source_id)
+                     = (x.to_source_system, x.to_entity_type, x.to_source_id)) AS target_known,
+       false AS is_deleted, x.updated_at
+FROM edges x JOIN dictamesh_entity_catalog f ON f.id = x.from_entity_id
+WHERE (x.from_entity_id = :id AND :out)
+   OR ((x.to_source_system, x.to_entity_type, x.to_source_id) = (:ss, :et, :sid) AND :incoming)
+ORDER BY x.relationship_type, x.to_source_id
+"""
 
 
 def _source(as_of: datetime | None) -> tuple[str, dict[str, Any]]:

@@ -164,6 +164,9 @@ class _BatchPlan:
             "version": change.version,
             "is_deleted": prepared.deleted,
         }
+        if change.relationships is not None and not prepared.deleted:
+            # Logged with the version, so `relationships(as_of=)` can rebuild the edges.
+            after["relationships"] = [rel.model_dump(mode="json") for rel in change.relationships]
         if prepared.deleted and before is not None and not change.attributes:
             # A delete without content keeps what the entity was; it only marks it gone.
             after.update(
@@ -300,7 +303,8 @@ def _merge(
         cursor.execute(
             f"""
             INSERT INTO dictamesh_cache_status AS c ({_CACHE_COLUMNS})
-            SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, false, changes - 1, CASE WHEN changes > 1 THEN at END,
+            SELECT 'entity:' || entity_id, entity_id, 'L2', at, version, false, changes - 1,
+                   CASE WHEN changes > 1 THEN at END,
                    CASE WHEN changes > 1 THEN 'entity changed' END, at
             FROM dictamesh_stage_cache
             ON CONFLICT (cache_key) DO UPDATE SET
