@@ -227,6 +227,54 @@ def test_text_search_and_pagination(workbench: Any, workers: Any) -> None:
     assert found.height == 3
 
 
+def test_text_search_ranks_matches_and_pages_in_rank_order(workbench: Any, workers: Any) -> None:
+    domain = f"ranking-{_unique()}"
+    notes = {
+        "weak": {"note": "an invoice"},
+        "strong": {"note": "invoice invoice invoice, the overdue invoice", "memo": "invoice"},
+        "named": {"note": "nothing here"},
+        "middle": {"note": "invoice and another invoice"},
+        "none": {"note": "a receipt"},
+    }
+    wait_for_all(
+        [
+            workbench.catalog.register(
+                domain,
+                "unit",
+                "ranked",
+                f"{domain}-{key}",
+                attributes=attributes,
+                display_name="Invoice run" if key == "named" else None,
+            )
+            for key, attributes in notes.items()
+        ]
+    )
+    found = workbench.catalog.entities(domain=domain, text="invoice")
+    ranked = [sid.removeprefix(f"{domain}-") for sid in found["source_id"]]
+    # More mentions rank higher; a mention in the name outweighs one in the attributes.
+    assert sorted(ranked) == ["middle", "named", "strong", "weak"]
+    assert ranked.index("strong") < ranked.index("middle") < ranked.index("weak")
+    assert ranked.index("named") < ranked.index("weak")
+    assert found["relevance"].to_list() == sorted(found["relevance"], reverse=True)
+    pages, cursor = [], None
+    while True:
+        page = workbench.catalog.entities(domain=domain, text="invoice", limit=1, cursor=cursor)
+        if page.height == 0:
+            break
+        pages.append(page["source_id"][0])
+        cursor = page["id"][-1]
+    assert pages == found["source_id"].to_list()
+
+    counts = dict(workbench.catalog.facet_counts("entity_type", domain=domain))
+    assert counts == {"ranked": 5}
+    assert dict(workbench.catalog.facet_counts("entity_type", domain=domain, text="invoice")) == {
+        "ranked": 4
+    }
+    # A facet's own filter is left out: the other domains stay countable.
+    by_domain = dict(workbench.catalog.facet_counts("domain", domain=domain, text="receipt"))
+    assert by_domain[domain] == 1
+
+
 @pytest.mark.parametrize(
     ("value", "headers", "reason"),
     [

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine, text
+from sqlalchemy import text as sql_text  # where a parameter is called `text`
 
 from workbench.catalog.model import EntityChange, EntityRef, RelationshipChange, entity_id
 from workbench.errors import TerminalError
@@ -236,11 +237,13 @@ class Catalog:
         cursor: str | None = None,
         as_of: datetime | None = None,
     ) -> pl.DataFrame:
-        """A page of entities in id order; pass the last `id` as `cursor` for the next page.
+        """A page of entities; pass the last row's `id` as `cursor` for the next page.
 
         `text` is a web-search style query (words, "quoted phrases", -excluded) over the name,
-        identity and string attributes. With `as_of`, the same query runs against the catalog
-        as it was at that moment, rebuilt from the immutable event log.
+        identity and string attributes; its matches come most relevant first, with their
+        `relevance` (name and identity weigh more than attributes). Without `text`, pages are
+        in id order. With `as_of`, the same query runs against the catalog as it was at that
+        moment, rebuilt from the immutable event log.
         """
         if not 1 <= limit <= MAX_PAGE:
             raise InvalidEntityError(
@@ -248,21 +251,11 @@ class Catalog:
                 remedy=f"use 1 to {MAX_PAGE} and page with cursor=.",
             )
         source, params = _source(as_of)
-        params["limit"] = limit
-        clauses = ["true"]
-        for name, value in (
-            ("domain", domain),
-            ("source_system", source_system),
-            ("entity_type", entity_type),
-        ):
-            if value is not None:
-                clauses.append(f"{name} = :{name}")
-                params[name] = value
-        if not include_deleted:
-            clauses.append("NOT is_deleted")
+        clauses = _filters(params, domain, source_system, entity_type, text, include_deleted)
+        columns, order = _ENTITY_COLUMNS, "id"
         if text:
-            clauses.append("search_vector @@ websearch_to_tsquery('english', :q)")
-            params["q"] = text
+            columns = f"{_ENTITY_COLUMNS}, {_RELEVANCE} AS relevance"
+            order = f"{_RELEVANCE} DESC, id"
         if cursor:
             try:
                 params["cursor"] = uuid.UUID(cursor)
@@ -271,25 +264,62 @@ class Catalog:
                     f"cursor={cursor!r} is not an entity id.",
                     remedy="pass the `id` of the last row of the previous page.",
                 ) from None
-            clauses.append("id > :cursor")
+            if text:
+                # Keyset on (relevance descending, id): rows after the cursor row, whose
+                # relevance is found again.
+                clauses.append(
+                    f"(-{_RELEVANCE}, id) > (-(SELECT {_RELEVANCE} FROM {source} "  # noqa: S608 - fixed fragments only
+                    "WHERE id = :cursor), :cursor)"
+                )
+            else:
+                clauses.append("id > :cursor")
+        params["limit"] = limit
         query = (
-            f"SELECT {_ENTITY_COLUMNS} FROM {source} "  # noqa: S608 - fixed fragments only
-            f"WHERE {' AND '.join(clauses)} ORDER BY id LIMIT :limit"
+            f"SELECT {columns} FROM {source} "  # noqa: S608 - fixed fragments only
+            f"WHERE {' AND '.join(clauses)} ORDER BY {order} LIMIT :limit"
         )
         return _frame(self.engine, query, params)
 
     def facet_values(self, field: str, *, limit: int = 500) -> list[str]:
         """The distinct values of `domain`, `source_system` or `entity_type`, most used first."""
+        return [value for value, _ in self.facet_counts(field, limit=limit)]
+
+    def facet_counts(
+        self,
+        field: str,
+        *,
+        domain: str | None = None,
+        source_system: str | None = None,
+        entity_type: str | None = None,
+        text: str | None = None,
+        include_deleted: bool = False,
+        limit: int = 500,
+    ) -> list[tuple[str, int]]:
+        """Each value of a facet with its number of entities, most first, under the filters.
+
+        The filters are those of `entities()`, less the facet's own (Datasette-style facets).
+        """
         if field not in _FACETS:
             from workbench.errors import UnknownNameError
 
             raise UnknownNameError("facet", field, _FACETS)
+        # A facet's own filter is left out, so all its values stay countable.
+        clauses = _filters(
+            params := {"limit": limit},
+            None if field == "domain" else domain,
+            None if field == "source_system" else source_system,
+            None if field == "entity_type" else entity_type,
+            text,
+            include_deleted,
+        )
         query = (
-            f"SELECT {field} FROM dictamesh_entity_catalog WHERE NOT is_deleted "  # noqa: S608 - field from a fixed set
-            f"GROUP BY {field} ORDER BY count(*) DESC, {field} LIMIT :limit"
+            f"SELECT {field}, count(*) FROM dictamesh_entity_catalog "  # noqa: S608 - field from a fixed set
+            f"WHERE {' AND '.join(clauses)} GROUP BY {field} ORDER BY count(*) DESC, {field} "
+            "LIMIT :limit"
         )
         with self.engine.connect() as conn:
-            return [str(v) for v in conn.execute(text(query), {"limit": limit}).scalars()]
+            rows = conn.execute(sql_text(query), params)
+            return [(str(value), int(count)) for value, count in rows]
 
     def relationships(
         self,
@@ -488,6 +518,35 @@ WHERE (x.from_entity_id = :id AND :out)
    OR ((x.to_source_system, x.to_entity_type, x.to_source_id) = (:ss, :et, :sid) AND :incoming)
 ORDER BY x.relationship_type, x.to_source_id
 """
+
+
+_RELEVANCE = "ts_rank_cd(search_vector, websearch_to_tsquery('english', :q))"
+
+
+def _filters(
+    params: dict[str, Any],
+    domain: str | None,
+    source_system: str | None,
+    entity_type: str | None,
+    text: str | None,
+    include_deleted: bool,
+) -> list[str]:
+    """The WHERE clauses of a catalog query; their values go into `params`."""
+    clauses = ["true"]
+    for name, value in (
+        ("domain", domain),
+        ("source_system", source_system),
+        ("entity_type", entity_type),
+    ):
+        if value is not None:
+            clauses.append(f"{name} = :{name}")
+            params[name] = value
+    if not include_deleted:
+        clauses.append("NOT is_deleted")
+    if text:
+        clauses.append("search_vector @@ websearch_to_tsquery('english', :q)")
+        params["q"] = text
+    return clauses
 
 
 def _source(as_of: datetime | None) -> tuple[str, dict[str, Any]]:
