@@ -303,6 +303,54 @@ def test_tail_shows_the_newest_events_of_a_topic(workbench: Any) -> None:
         workbench.events.tail("dictamesh.adaptor.event")
 
 
+def test_a_live_tail_shows_events_as_they_arrive_without_blocking(workbench: Any) -> None:
+    import queue
+
+    from IPython.core.interactiveshell import InteractiveShell
+    from IPython.utils.capture import capture_output
+
+    from workbench.events.envelope import CloudEvent
+    from workbench.events.tail import LiveTail
+
+    marker = uuid.uuid4().hex[:8]
+
+    def publish(i: int) -> None:
+        workbench.events.publish(
+            topics.ADAPTER_EVENT,
+            CloudEvent(source="/tail", type=topics.ADAPTER_EVENT, subject=f"{marker}-{i}"),
+        ).delivered()
+
+    publish(0)
+    live = workbench.events.tail(topics.ADAPTER_EVENT, 2, follow=True)
+    assert isinstance(live, LiveTail) and live.running  # returned while it keeps reading
+    assert live.frame["subject"].to_list()[-1] == f"{marker}-0"
+    updates: queue.Queue[list[str]] = queue.Queue()
+    InteractiveShell.instance()  # display() publishes as in a notebook
+    with capture_output() as shown:
+        live._ipython_display_()  # as Jupyter shows it: one table, then updated in place
+        # Listeners run in order: this one learns of an update after the display has it.
+        live.on_update(lambda frame: updates.put(frame["subject"].to_list()))
+        publish(1)
+        publish(2)
+        seen: list[str] = []
+        while seen[-1:] != [f"{marker}-2"]:
+            seen = updates.get(timeout=30)
+    assert seen == [f"{marker}-1", f"{marker}-2"]  # the newest two, oldest first
+    assert live.frame["subject"].to_list() == seen
+    first, *updated = shown.outputs
+    assert not first.update and updated and all(output.update for output in updated)
+    assert {output.transient["display_id"] for output in shown.outputs} == {
+        first.transient["display_id"]
+    }
+    assert f"{marker}-2" in updated[-1].data["text/plain"]
+    assert "LiveTail" in repr(live) and "live" in repr(live)
+    live.stop()
+    assert not live.running
+    assert "stopped" in repr(live)
+    # Outside Jupyter the default is a snapshot.
+    assert workbench.events.tail(topics.ADAPTER_EVENT, 1)["subject"].to_list() == [f"{marker}-2"]
+
+
 class _FlakySink(CatalogProjector):
     """Fails its first batches as a sink whose dependency is still starting would."""
 
