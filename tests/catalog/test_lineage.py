@@ -15,6 +15,7 @@ import pytest
 from tests.helpers import read_records
 from workbench.catalog.lineage import (
     GROUP,
+    MAX_RUNS,
     Impact,
     LineageError,
     LineageNode,
@@ -609,6 +610,21 @@ def test_a_jobs_latest_completed_run_defines_its_current_edges(
         ("z", "b"): None,
     }
     assert _nodes(upstream(conn, f"{ns}/b"), ns) == [("a", None, 1), ("z", None, 1)]
+
+
+def test_an_edge_stays_current_however_many_runs_fail_after_it_was_seen(
+    conn: psycopg.Connection[Any], ns: str
+) -> None:
+    day = [T0 + timedelta(days=n) for n in range(12)]
+    ingest_run_event(conn, _event(ns, "COMPLETE", "r0", inputs=["a"], outputs=["b"], at=day[0]))
+    ingest_run_event(conn, _event(ns, "COMPLETE", "r1", inputs=["c"], outputs=["b"], at=day[1]))
+    assert _retired(conn, ns)[("a", "b")] == day[1]
+    ingest_run_event(conn, _event(ns, "COMPLETE", "r2", inputs=["a"], outputs=["b"], at=day[2]))
+    for n in range(3, 3 + MAX_RUNS + 2):  # more failures than the runs an edge lists
+        ingest_run_event(conn, _event(ns, "FAIL", f"f{n}", inputs=["a"], outputs=["b"], at=day[n]))
+    # r2 read a -> b and no run completed since: current, though r2 left the newest runs.
+    assert _retired(conn, ns)[("a", "b")] is None
+    assert _nodes(upstream(conn, f"{ns}/b"), ns) == [("a", None, 1)]
 
 
 def test_column_edges_retire_with_their_run(conn: psycopg.Connection[Any], ns: str) -> None:

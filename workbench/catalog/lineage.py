@@ -8,9 +8,10 @@ path needs one string.
 Storage. ``dictamesh_data_lineage`` holds one row per distinct edge: source, target, source and
 target field (both NULL for a table-level edge) and job. Every run of a job upserts the same rows,
 so the table grows with the distinct edges, not with the runs. ``run_id``, ``run_state`` and
-``event_time`` describe the newest run that touched the edge; the last few runs are kept in
-``transformation -> 'runs'``, off the traversal path. A column edge always comes with the
-table-level edge between its datasets, so table-level queries see every dependency.
+``event_time`` describe the newest run that touched the edge; the last few runs (and the
+newest that did not fail) are kept in ``transformation -> 'runs'``, off the traversal path.
+A column edge always comes with the table-level edge between its datasets, so table-level
+queries see every dependency.
 
 Current edges. A job's latest completed run defines its current edges, as in Marquez: a COMPLETE
 run retires the job's edges that no event of that run mentions and that no run that did not fail
@@ -303,7 +304,16 @@ def _merge_runs(runs: list[dict[str, Any]], new: _Incoming) -> list[dict[str, An
         key=lambda run: (datetime.fromisoformat(str(run["event_time"])), str(run["run_id"])),
         reverse=True,
     )
-    return ordered[:MAX_RUNS]
+    kept = ordered[:MAX_RUNS]
+    # The newest sightings stay whatever failed since: `_Row.last_seen` reads them. The newest
+    # completed run too, as a run still going may yet fail.
+    for sighting in (
+        next((run for run in ordered if str(run["state"]) not in _FAILED), None),
+        next((run for run in ordered if run["state"] == "COMPLETE"), None),
+    ):
+        if sighting is not None and sighting not in kept:
+            kept.append(sighting)
+    return kept
 
 
 def _merge(current: _Row | None, new: _Incoming) -> _Row | None:
