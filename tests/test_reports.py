@@ -95,27 +95,3 @@ def test_notebooks_pass_nbval(stack: Endpoints) -> None:
     )
     assert result.returncode == 0, result.stdout[-3000:]
     assert " passed" in result.stdout and "failed" not in result.stdout
-
-
-def test_catalog_report_runs_for_a_domain_and_period(
-    stack: Endpoints, settings: Settings, workbench: object, workers: object
-) -> None:
-    workbench.catalog.register(  # type: ignore[attr-defined]
-        "reporting", "crm", "account", "r-1", attributes={"name": "Report test"}
-    ).wait()
-    result = run_cli(
-        "report",
-        "run",
-        "catalog",
-        "-p",
-        "domain",
-        "reporting",
-        "-p",
-        "start",
-        "2026-01-01",
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    page = sorted((settings.home / "reports" / "catalog").glob("catalog-*.html"))[-1].read_text()
-    assert "<strong>Domain:</strong> reporting" in page
-    assert "crm" in page and "account" in page

@@ -11,10 +11,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 import psycopg
 import pytest
@@ -512,6 +514,27 @@ def _snapshot_ids(analytics: Analytics) -> list[int]:
     return [int(value) for value in rows["snapshot_id"]]
 
 
+def _land_three_entities_in_two_versions(writer: AnalyticsWriter, pg: Any) -> int:
+    """Six batches, each a snapshot; the updates retire whole files. Returns the next offset."""
+    for n, source_id in enumerate("abc"):
+        writer.apply(pg, [consumed(source_id, 1, topics.ENTITY_CREATED, 2 * n)])
+        writer.apply(pg, [consumed(source_id, 2, offset=2 * n + 1)])
+    return 6
+
+
+@contextmanager
+def _maintenance_connection(
+    stack: Endpoints, data_path: Path, lake_schema: str
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = lake.open_lake(
+        lake.LakeConfig.create(stack.postgres_url, data_path, lake_schema), read_only=False
+    )
+    try:
+        yield con
+    finally:
+        con.close()
+
+
 def test_maintenance_expires_snapshots_past_the_retention_and_deletes_their_files(
     stack: Endpoints,
     writer: AnalyticsWriter,
@@ -521,11 +544,7 @@ def test_maintenance_expires_snapshots_past_the_retention_and_deletes_their_file
     tmp_path: Path,
 ) -> None:
     data_path = tmp_path / "lake"
-    offset = 0
-    for source_id in ("a", "b", "c"):  # each batch a snapshot; updates retire whole files
-        writer.apply(pg, [consumed(source_id, 1, topics.ENTITY_CREATED, offset)])
-        writer.apply(pg, [consumed(source_id, 2, offset=offset + 1)])
-        offset += 2
+    offset = _land_three_entities_in_two_versions(writer, pg)
     old = _snapshot_ids(analytics)
     # These batches landed a month ago: DuckLake stamps each snapshot with the catalog's clock.
     with pg.transaction():
@@ -545,15 +564,10 @@ def test_maintenance_expires_snapshots_past_the_retention_and_deletes_their_file
     files_before = _files_on_disk(data_path)
     assert files_before == _files_in_catalog(pg, lake_schema)
 
-    con = lake.open_lake(
-        lake.LakeConfig.create(stack.postgres_url, data_path, lake_schema), read_only=False
-    )
-    try:
+    with _maintenance_connection(stack, data_path, lake_schema) as con:
         result = lake.maintain(
             con, lake.Retention(snapshots=timedelta(days=1), file_grace=timedelta(0))
         )
-    finally:
-        con.close()
 
     # Only the newest month-old snapshot stays: it is the lake's state all through the window.
     # (Merging files commits a snapshot of its own, after the recent ones.)
@@ -590,9 +604,7 @@ def test_a_reader_inside_a_transaction_outlives_maintenance_by_the_file_grace(
 ) -> None:
     """The reader is a DuckDB instance of its own, as a dashboard in another process is."""
     data_path = tmp_path / "lake"
-    for offset, source_id in enumerate("abc"):
-        writer.apply(pg, [consumed(source_id, 1, topics.ENTITY_CREATED, 2 * offset)])
-        writer.apply(pg, [consumed(source_id, 2, offset=2 * offset + 1)])
+    offset = _land_three_entities_in_two_versions(writer, pg)
     query = (
         "SELECT (SELECT count(*) FROM lake.entity_events), "
         "(SELECT string_agg(source_id || ':' || version, ',' ORDER BY source_id) "
@@ -603,11 +615,8 @@ def test_a_reader_inside_a_transaction_outlives_maintenance_by_the_file_grace(
         reading.execute("BEGIN TRANSACTION")
         seen = reading.execute(query).fetchall()
         assert seen == [(6, "a:2,b:2,c:2")]
-        writer.apply(pg, [consumed("a", 3, offset=6), consumed("d", 1, offset=7)])
-        con = lake.open_lake(
-            lake.LakeConfig.create(stack.postgres_url, data_path, lake_schema), read_only=False
-        )
-        try:
+        writer.apply(pg, [consumed("a", 3, offset=offset), consumed("d", 1, offset=offset + 1)])
+        with _maintenance_connection(stack, data_path, lake_schema) as con:
             # The reader's snapshot expires and its files are merged away, but none is deleted.
             kept = lake.maintain(con, lake.Retention(snapshots=timedelta(0)))
             assert kept.expired_snapshots > 0
@@ -619,8 +628,6 @@ def test_a_reader_inside_a_transaction_outlives_maintenance_by_the_file_grace(
             gone = lake.maintain(
                 con, lake.Retention(snapshots=timedelta(0), file_grace=timedelta(0))
             )
-        finally:
-            con.close()
     finally:
         reading.close()
     assert gone.deleted_files > 0
