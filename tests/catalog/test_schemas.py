@@ -585,6 +585,20 @@ JSON_CASES: list[tuple[str, Any, Any, str, list[tuple[str, str]]]] = [
     ("anyOf branch added", {"anyOf": [S]}, {"anyOf": [S, I]}, "BACKWARD", []),
     ("oneOf of the same type", S, {"oneOf": [S, {"type": "null"}]}, "BACKWARD", []),
     (
+        "oneOf whose branches both take every old value",
+        S,
+        {"oneOf": [S, {"type": ["string", "null"]}]},
+        "BACKWARD",
+        [("ONE_OF_AMBIGUOUS", "/oneOf")],
+    ),
+    (
+        "anyOf whose branches overlap",
+        S,
+        {"anyOf": [S, {"type": ["string", "null"]}]},
+        "BACKWARD",
+        [],
+    ),
+    (
         "allOf on the reader checks every part",
         S,
         {"allOf": [S, {"maxLength": 4}]},
@@ -1029,6 +1043,7 @@ JSON_TREES = st.recursive(
             optional={"maxItems": st.integers(0, 5), "uniqueItems": st.booleans()},
         ),
         st.lists(inner, min_size=1, max_size=3).map(lambda branches: {"anyOf": branches}),
+        st.lists(inner, min_size=1, max_size=3).map(lambda branches: {"oneOf": branches}),
     ),
     max_leaves=8,
 )

@@ -1145,6 +1145,7 @@ class _JsonCompat:
         self.active: set[tuple[int, int]] = set()
         self.keep: list[Any] = []  # merged schemas stay alive so their ids stay unique
         self.synthetic: set[int] = set()  # allOf made from $ref siblings: not in any path
+        self.in_writer_one_of = 0  # depth of writer oneOf branches being compared
 
     # -- helpers
     def deref(self, schema: Any, role: str) -> Any:
@@ -1255,9 +1256,13 @@ class _JsonCompat:
         key = "anyOf" if "anyOf" in w else "oneOf"
         rest = {k: v for k, v in w.items() if k != key}
         found: list[Incompatibility] = []
-        for index, part in enumerate(w[key]):
-            option = self.merge(rest, self.deref(part, "writer"))
-            found += self.compare(option, r, path, branch=f"{key}/{index}")
+        self.in_writer_one_of += key == "oneOf"
+        try:
+            for index, part in enumerate(w[key]):
+                option = self.merge(rest, self.deref(part, "writer"))
+                found += self.compare(option, r, path, branch=f"{key}/{index}")
+        finally:
+            self.in_writer_one_of -= key == "oneOf"
         return found
 
     def _reader_union(
@@ -1267,7 +1272,23 @@ class _JsonCompat:
         attempts = [
             self.compare(w, part, f"{path}/{key}/{index}") for index, part in enumerate(r[key])
         ]
-        if not attempts or any(not attempt for attempt in attempts):
+        accepting = [index for index, attempt in enumerate(attempts) if not attempt]
+        if key == "oneOf" and len(accepting) > 1 and not self.in_writer_one_of:
+            # Every value the writer allows matches these branches at once: oneOf refuses it.
+            # (Not so inside a branch of a writer's own oneOf: it may hold values the writer
+            # refuses for matching another branch too.)
+            first, second = accepting[:2]
+            return [
+                *found,
+                self.issue(
+                    f"{path}/{key}",
+                    "ONE_OF_AMBIGUOUS",
+                    f"Every value of the {self.side.writer} schema matches branches {first} "
+                    f"and {second} of the {self.side.reader} schema's oneOf, which accepts a "
+                    "value matching exactly one",
+                ),
+            ]
+        if not attempts or accepting:
             return found
         if self._each_type_matches(w, r[key], path):
             return found
