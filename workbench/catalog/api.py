@@ -334,7 +334,8 @@ class Catalog:
         """Typed edges of one entity, outgoing, incoming or both; with `as_of`, as they were then.
 
         The past edges come from the event log: each version that declared its entity's edges
-        logged them, and a delete retired them.
+        logged them, and a delete retired them. `as_of` shows the edges live at that moment
+        (`include_deleted` applies to the current edges only).
         """
         if direction not in {"out", "in", "both"}:
             raise InvalidEntityError(f"direction={direction!r} is not one of out, in, both.")
