@@ -1,5 +1,8 @@
 """Catalog Explorer: search and facets over entities, server-side pages, entity detail.
 
+Each facet lists its values with their entity counts under the other filters (Datasette-style),
+counted again whenever those filters change.
+
 A link ``/catalog?source_system=S&entity_type=T&source_id=I`` (the Semantic Search page makes
 them) opens with that entity's detail shown and the list narrowed to its system and type.
 """
@@ -7,7 +10,7 @@ them) opens with that entity's detail shown and the list narrowed to its system 
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -34,6 +37,23 @@ LIST_COLUMNS = [
 
 
 IDENTITY = ("source_system", "entity_type", "source_id")
+FACETS = ("domain", "source_system", "entity_type")
+FILTERS = ("query", *FACETS, "include_deleted")
+FACET_LIMIT = 500
+ALL = "all"
+
+
+def facet_options(counts: list[tuple[str, int]], selected: str, complete: bool) -> dict[str, str]:
+    """A facet selector's choices, label to value: "all", then each value with its count.
+
+    The selected value stays a choice when the other filters leave none of it, so the
+    selection is never dropped; its count is 0 unless the list was cut at its limit.
+    """
+    options = {ALL: ""}
+    options.update((f"{value} ({count:,})", value) for value, count in counts)
+    if selected and selected not in options.values():
+        options[f"{selected} (0)" if complete else selected] = selected
+    return options
 
 
 def entity_link(row: Mapping[str, Any]) -> str:
@@ -61,8 +81,21 @@ class CatalogExplorer(param.Parameterized):
         super().__init__(**params)
         self.workbench = workbench
         self._cursors: list[str | None] = [None]
-        for field in ("domain", "source_system", "entity_type"):
-            self.param[field].objects = ["", *self.workbench.catalog.facet_values(field)]
+        self._recount(FACETS)
+        self.param.watch(self._filters_changed, list(FILTERS))
+
+    def _filters_changed(self, *events: param.parameterized.Event) -> None:
+        # A facet's counts ignore its own filter, so a change of only that filter keeps them.
+        changed = {event.name for event in events}
+        self._recount([field for field in FACETS if changed - {field}])
+
+    def _recount(self, fields: Iterable[str]) -> None:
+        filters = self._filters()
+        for field in fields:
+            counts = self.workbench.catalog.facet_counts(field, **filters, limit=FACET_LIMIT)
+            self.param[field].objects = facet_options(
+                counts, getattr(self, field), complete=len(counts) < FACET_LIMIT
+            )
 
     def _filters(self) -> dict[str, Any]:
         return {
@@ -73,7 +106,7 @@ class CatalogExplorer(param.Parameterized):
             "include_deleted": self.include_deleted,
         }
 
-    @param.depends("query", "domain", "source_system", "entity_type", "include_deleted", watch=True)
+    @param.depends(*FILTERS, watch=True)
     def _restart(self) -> None:
         self._cursors = [None]
         self.page = 0
@@ -199,28 +232,31 @@ def build(workbench: Workbench) -> list[Any]:
         explorer.page = max(explorer.page + step, 0)
         refresh()
 
-    explorer.param.watch(
-        refresh, ["query", "domain", "source_system", "entity_type", "include_deleted"]
-    )
+    explorer.param.watch(refresh, list(FILTERS))
     table.param.watch(select, "selection")
     previous.on_click(lambda _e: turn(-1))
     following.on_click(lambda _e: turn(1))
     linked = linked_entity(pn.state.session_args) if pn.state.curdoc else None
     if linked is not None:
-        for field in ("source_system", "entity_type"):
-            if linked[field] in explorer.param[field].objects:
-                setattr(explorer, field, linked[field])
+        explorer.param.update(
+            {
+                field: linked[field]
+                for field in ("source_system", "entity_type")
+                if linked[field] in explorer.param[field].objects
+            }
+        )
         detail.objects = _detail(workbench, linked)
     refresh()
     controls = pn.Param(
         explorer.param,
-        parameters=["query", "domain", "source_system", "entity_type", "include_deleted"],
+        parameters=list(FILTERS),
         widgets={
             "query": {
                 "type": pn.widgets.TextInput,
                 "placeholder": "search entities…",
                 "css_classes": ["dm-catalog-search"],
-            }
+            },
+            **{field: {"css_classes": [f"dm-catalog-facet-{field}"]} for field in FACETS},
         },
         show_name=False,
         default_layout=pn.Row,

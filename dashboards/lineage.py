@@ -1,7 +1,8 @@
 """Lineage: a dataset's upstream and downstream graph, with a depth control.
 
 The graph is drawn as layered SVG (upstream levels to the left, downstream to the right), so it
-renders offline; every node links to its own lineage view.
+renders offline; every node links to its own lineage view at the depth chosen. Dataset and
+depth are kept in the address, so a link or a reload shows the same view.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from workbench.client import Workbench
 
 COLUMN_WIDTH, ROW_HEIGHT, NODE_WIDTH, NODE_HEIGHT = 230, 46, 200, 30
+LOWEST, DEEPEST = 1, 10  # the depth slider's range
 
 
 def _layers(upstream: pl.DataFrame, downstream: pl.DataFrame) -> dict[int, list[str]]:
@@ -32,8 +34,14 @@ def _layers(upstream: pl.DataFrame, downstream: pl.DataFrame) -> dict[int, list[
     return layers
 
 
-def render_svg(focus: str, upstream: pl.DataFrame, downstream: pl.DataFrame) -> str:
-    """The focus dataset in the middle, each level of lineage one column away."""
+def render_svg(
+    focus: str, upstream: pl.DataFrame, downstream: pl.DataFrame, depth: int | None = None
+) -> str:
+    """The focus dataset in the middle, each level of lineage one column away.
+
+    With `depth`, each node's link carries it, so focusing on a node keeps the chosen depth.
+    """
+    keep = "" if depth is None else f"&amp;depth={int(depth)}"
     layers = _layers(upstream, downstream)
     layers[0] = [focus]
     low, high = min(layers), max(layers)
@@ -52,7 +60,7 @@ def render_svg(focus: str, upstream: pl.DataFrame, downstream: pl.DataFrame) -> 
             colour = "#fff" if level == 0 else "#0b3d5c"
             label = name if len(name) <= 28 else "…" + name[-27:]
             nodes.append(
-                f'<a href="?dataset={quote(name)}" class="dm-lineage-node" data-dataset='
+                f'<a href="?dataset={quote(name)}{keep}" class="dm-lineage-node" data-dataset='
                 f'"{html.escape(name)}"><rect x="{x}" y="{y}" width="{NODE_WIDTH}" '
                 f'height="{NODE_HEIGHT}" rx="6" fill="{fill}" stroke="#0072B5"/>'
                 f'<text x="{x + 10}" y="{y + 19}" font-size="12" fill="{colour}">'
@@ -84,14 +92,25 @@ def build(workbench: Workbench) -> list[Any]:
         label="Dataset (namespace/name)", width=360, css_classes=["dm-lineage-dataset"]
     )
     depth = pn.widgets.IntSlider(
-        label="Depth", start=1, end=10, value=3, width=240, css_classes=["dm-lineage-depth"]
+        label="Depth",
+        start=LOWEST,
+        end=DEEPEST,
+        value=3,
+        width=240,
+        css_classes=["dm-lineage-depth"],
     )
     graph = pn.pane.HTML(sizing_mode="stretch_width", css_classes=["dm-lineage"])
     summary = pn.pane.HTML(css_classes=["dm-lineage-summary"])
     if pn.state.location is not None:
+        # Synced apart, so a bad depth in a link cannot stop the dataset from being set.
         pn.state.location.sync(dataset, {"value": "dataset"})
+        pn.state.location.sync(depth, {"value": "depth"})
 
     def refresh(*_events: Any) -> None:
+        chosen = depth.value or 0
+        if not LOWEST <= chosen <= DEEPEST:  # a hand-edited link; setting it refreshes
+            depth.value = min(max(chosen, LOWEST), DEEPEST)
+            return
         focus = dataset.value.strip()
         if not focus:
             graph.object = ""
@@ -104,7 +123,7 @@ def build(workbench: Workbench) -> list[Any]:
             graph.object = ""
             summary.object = f"<p>{html.escape(str(exc))}</p>"
             return
-        graph.object = render_svg(focus, up, down)
+        graph.object = render_svg(focus, up, down, depth.value)
         summary.object = (
             f"<p><strong>{up.height}</strong> upstream and <strong>{down.height}</strong> "
             f"downstream datasets within depth {depth.value}.</p>"

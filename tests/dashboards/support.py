@@ -1,10 +1,12 @@
-"""What the dashboard tests share: hostile text, real dead letters, and what a topic received.
+"""What the dashboard tests share: hostile text, a faceted catalog, real dead letters, what a
+topic received, and lineage chains.
 
 Everything here reads or writes the session's real stack; nothing stands in for a server.
 """
 
 from __future__ import annotations
 
+import itertools
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -18,6 +20,7 @@ import psycopg
 from tests.helpers import raw_producer
 from workbench.events.deadletters import letter_id
 from workbench.events.envelope import CloudEvent
+from workbench.events.producer import wait_for_all
 from workbench.events.topics import dead_letter_topic
 
 PAYLOAD = '<img src=x onerror="window.__pwned=1">'
@@ -58,6 +61,66 @@ def register_hostile(workbench: Any, payload: str = PAYLOAD) -> dict[str, str]:
         attributes={"name": payload},
     ).wait()
     return identity
+
+
+@dataclass(frozen=True)
+class Facets:
+    """The names of a small catalog of a test's own, as `register_facets` wrote it."""
+
+    domain: str
+    other_domain: str
+    crm: str  # source systems
+    erp: str
+    account: str  # entity types
+    invoice: str
+    word: str  # said by two entities, and by nothing else on the stack
+
+    def ours(self, value: str) -> bool:
+        return value in vars(self).values()
+
+
+def register_facets(workbench: Any) -> Facets:
+    """Eight entities, applied before it returns; erp's invoice is deleted.
+
+    ======  ======  =======  =====================
+    domain  system  type     source ids
+    ======  ======  =======  =====================
+    domain  crm     account  a1 (says word), a2, a3
+    domain  crm     invoice  b1 (says word)
+    domain  erp     account  c1, c2
+    domain  erp     invoice  gone (deleted)
+    other   crm     account  d1
+    ======  ======  =======  =====================
+    """
+    tag = unique()
+    f = Facets(
+        f"facets-{tag}",
+        f"facets-other-{tag}",
+        f"crm-{tag}",
+        f"erp-{tag}",
+        f"account-{tag}",
+        f"invoice-{tag}",
+        f"zq{tag}",
+    )
+    rows = [
+        (f.domain, f.crm, f.account, "a1", f.word),
+        (f.domain, f.crm, f.account, "a2", "plain"),
+        (f.domain, f.crm, f.account, "a3", "plain"),
+        (f.domain, f.crm, f.invoice, "b1", f.word),
+        (f.domain, f.erp, f.account, "c1", "plain"),
+        (f.domain, f.erp, f.account, "c2", "plain"),
+        (f.domain, f.erp, f.invoice, "gone", "plain"),
+        (f.other_domain, f.crm, f.account, "d1", "plain"),
+    ]
+    wait_for_all(
+        [
+            workbench.catalog.register(*identity, attributes={"note": note})
+            for *identity, note in rows
+        ],
+        timeout=120,
+    )
+    workbench.catalog.delete(f.erp, f.invoice, "gone").wait(timeout=120)
+    return f
 
 
 # -- dead letters ------------------------------------------------------------------------
@@ -245,3 +308,26 @@ def tables_missing(url: str, *tables: str) -> Iterator[None]:
         with psycopg.connect(url, autocommit=True) as conn:
             for table in tables:
                 conn.execute(f"ALTER TABLE {table}_away RENAME TO {table}")
+
+
+# -- lineage -------------------------------------------------------------------------------
+
+
+def record_chain(workbench: Any, names: list[str]) -> list[str]:
+    """A chain of jobs in a namespace of its own, each reading one dataset and writing the next.
+
+    Returns the datasets as the Lineage page names them, ``namespace/name``, in chain order.
+    """
+    ns = f"chain-{unique()}"
+    for source, target in itertools.pairwise(names):
+        workbench.catalog.record_lineage(
+            {
+                "eventType": "COMPLETE",
+                "eventTime": "2026-11-26T10:00:00Z",
+                "run": {"runId": str(uuid.uuid4())},
+                "job": {"namespace": ns, "name": f"to-{target}"},
+                "inputs": [{"namespace": ns, "name": source}],
+                "outputs": [{"namespace": ns, "name": target}],
+            }
+        )
+    return [f"{ns}/{name}" for name in names]
