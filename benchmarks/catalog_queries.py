@@ -122,8 +122,24 @@ def main() -> None:
             def lineage_up() -> object:
                 return upstream(conn, f"bench/t{rng.randrange(options.entities)}", depth=5)
 
+            def search_selective() -> object:  # one customer: ~1 in 997 entities match
+                return catalog.entities(text=f"c{rng.randrange(997)}", limit=100)
+
+            def search_broad() -> object:  # every entity's name matches: rank them all
+                return catalog.entities(text="order", limit=100)
+
+            def facets() -> object:
+                return catalog.facet_counts("domain", text=f"c{rng.randrange(997)}")
+
             results = {
                 "entity lookup (wb.catalog.get)": _timed(options.samples, lookup),
+                "text search, ~1,000 matches, first page by relevance": _timed(
+                    min(options.samples, 200), search_selective
+                ),
+                "text search matching every entity, first page by relevance": _timed(
+                    5, search_broad
+                ),
+                "facet counts under a text search": _timed(min(options.samples, 200), facets),
                 "relationships of an entity": _timed(options.samples, relationships),
                 "lineage downstream, depth 5": _timed(min(options.samples, 200), lineage_down),
                 "lineage upstream, depth 5": _timed(min(options.samples, 200), lineage_up),
