@@ -540,6 +540,43 @@ def test_time_travel_gives_the_relationships_as_they_were(workbench: Any, worker
     assert both["direction"].to_list() == ["in"]
 
 
+def test_edges_logged_before_versions_carried_them_travel_by_their_own_times(
+    workbench: Any, workers: Any
+) -> None:
+    """A catalog written before versions logged their edges: the edge table's times answer."""
+    from datetime import UTC, datetime, timedelta
+
+    from workbench.catalog.model import entity_id, relationship_id
+
+    sid, gid = _unique(), _unique()
+    catalog = workbench.catalog
+    catalog.register("test", "unit", "widget", sid).wait()
+    catalog.register("test", "unit", "gadget", gid).wait()
+    widget, gadget = entity_id("unit", "widget", sid), entity_id("unit", "gadget", gid)
+    created = datetime.now(UTC) + timedelta(hours=1)
+    retired = created + timedelta(hours=1)
+    with psycopg.connect(workbench.endpoints.postgres_url) as conn:
+        conn.execute(  # as the projector wrote edges then: in the table only, now retired
+            "INSERT INTO dictamesh_entity_relationships (id, from_entity_id, to_entity_id, "
+            "relationship_type, to_source_system, to_entity_type, to_source_id, version, "
+            "is_deleted, created_at, updated_at) "
+            "VALUES (%s, %s, %s, 'uses', 'unit', 'gadget', %s, 1, true, %s, %s)",
+            (relationship_id(widget, "uses", gadget), widget, gadget, gid, created, retired),
+        )
+
+    def edges(when: datetime, *, direction: str = "out") -> list[tuple[Any, ...]]:
+        if direction == "out":
+            found = catalog.relationships("unit", "widget", sid, direction="out", as_of=when)
+            return found.select("to_source_id", "target_known").rows()
+        found = catalog.relationships("unit", "gadget", gid, direction="in", as_of=when)
+        return found.select("from_source_id", "target_known").rows()
+
+    assert edges(created - timedelta(minutes=1)) == []
+    assert edges(created + timedelta(minutes=1)) == [(gid, True)]
+    assert edges(created + timedelta(minutes=1), direction="in") == [(sid, True)]
+    assert edges(retired + timedelta(minutes=1)) == []
+
+
 def test_attributes_are_validated_against_the_registered_schema_before_sending(
     workbench: Any, workers: Any
 ) -> None:
