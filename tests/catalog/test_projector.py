@@ -18,7 +18,13 @@ from workbench.catalog.projector import GROUP, CatalogProjector
 from workbench.events import topics
 from workbench.events.consumer import ConsumedEvent, ConsumerRunner, RunnerConfig
 from workbench.events.envelope import CloudEvent
-from workbench.events.producer import EventRejected, wait_for_all, wait_for_offset
+from workbench.events.producer import (
+    EventProducer,
+    EventRejected,
+    InvalidPayloadError,
+    wait_for_all,
+    wait_for_offset,
+)
 from workbench.observability import REGISTRY
 
 pytestmark = pytest.mark.stack
@@ -580,8 +586,6 @@ def test_edges_logged_before_versions_carried_them_travel_by_their_own_times(
 def test_attributes_are_validated_against_the_registered_schema_before_sending(
     workbench: Any, workers: Any
 ) -> None:
-    from workbench.catalog.api import InvalidEntityError
-
     subject = f"unit-widget-{_unique()}"
     workbench.schemas.register(
         subject,
@@ -593,7 +597,7 @@ def test_attributes_are_validated_against_the_registered_schema_before_sending(
         schema_format="JSON",
     )
     sid = _unique()
-    with pytest.raises(InvalidEntityError) as caught:
+    with pytest.raises(InvalidPayloadError) as caught:
         workbench.catalog.register(
             "test", "unit", "widget", sid, attributes={"size": -3}, schema_subject=subject
         )
@@ -604,6 +608,30 @@ def test_attributes_are_validated_against_the_registered_schema_before_sending(
         "test", "unit", "widget", sid, attributes={"size": 3}, schema_subject=subject
     ).wait()
     assert workbench.catalog.get("unit", "widget", sid).attributes == {"size": 3}
+
+    # Any publisher of entity events (a connector, wb.events.publish) is held to the schema.
+    bad = _change(_unique(), 1, attributes={"colour": "red"}, schema_subject=subject)
+    with pytest.raises(InvalidPayloadError, match=r"attributes/\(root\) breaks schema .*'size'"):
+        workbench.events.publish(topics.ENTITY_CREATED, _event(bad, topics.ENTITY_CREATED))
+
+
+def test_a_new_schema_version_applies_to_a_running_producer(workbench: Any) -> None:
+    subject = f"unit-gadget-{_unique()}"
+    integer = {"type": "object", "properties": {"size": {"type": "integer"}}}
+    workbench.schemas.register(subject, integer, schema_format="JSON")
+    producer = EventProducer(
+        workbench.endpoints.kafka_bootstrap, postgres_url=workbench.endpoints.postgres_url
+    )
+    producer.schemas.ttl = 0  # read the registry at every publish
+    change = _change(_unique(), 1, attributes={"size": "L"}, schema_subject=subject)
+    with pytest.raises(InvalidPayloadError, match="version 1: 'L' is not of type 'integer'"):
+        producer.publish(topics.ENTITY_CREATED, _event(change, topics.ENTITY_CREATED))
+    text = {"type": "object", "properties": {"size": {"type": ["integer", "string"]}}}
+    workbench.schemas.register(subject, text, schema_format="JSON")
+    producer.publish(topics.ENTITY_CREATED, _event(change, topics.ENTITY_CREATED)).delivered()
+    unchecked = EventProducer(workbench.endpoints.kafka_bootstrap)  # no catalog database
+    with pytest.raises(InvalidPayloadError, match="no catalog database"):
+        unchecked.publish(topics.ENTITY_CREATED, _event(change, topics.ENTITY_CREATED))
 
 
 def test_an_event_reusing_an_earlier_events_id_is_a_duplicate(workbench: Any, workers: Any) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -90,7 +89,7 @@ class Catalog:
         """Publish a create or update; `version` defaults to one past the catalog's current.
 
         With `schema_subject`, the attributes are validated against the subject's newest JSON
-        Schema before anything is sent.
+        Schema before anything is sent (`InvalidPayloadError` says what breaks it).
         """
         current = self._current_version(source_system, entity_type, source_id)
         if version is not None and version <= current:
@@ -148,33 +147,6 @@ class Catalog:
         )
         return self.publish_change(topics.ENTITY_DELETED, change, source=source)
 
-    def validate_attributes(self, change: EntityChange) -> None:
-        """Refuse attributes that break the change's registered schema (JSON Schema subjects)."""
-        if change.schema_subject is None:
-            return
-        import jsonschema  # type: ignore[import-untyped]
-
-        from workbench.catalog.schemas import SchemaRegistry
-
-        registered = SchemaRegistry(self.engine).get(change.schema_subject)
-        if registered.schema_format != "JSON":
-            raise InvalidEntityError(
-                f"Subject {change.schema_subject!r} is {registered.schema_format}; attributes are "
-                "validated against JSON Schema subjects only.",
-                remedy="register a JSON Schema for the entity's attributes.",
-            )
-        schema = json.loads(registered.definition)
-        error = jsonschema.exceptions.best_match(
-            jsonschema.validators.validator_for(schema)(schema).iter_errors(change.attributes)
-        )
-        if error is not None:
-            where = "/".join(str(p) for p in error.absolute_path) or "(root)"
-            raise InvalidEntityError(
-                f"attributes/{where} breaks schema {change.schema_subject!r} version "
-                f"{registered.version}: {error.message}.",
-                remedy="fix the value, or register a new schema version; nothing was published.",
-            )
-
     def publish_change(
         self,
         topic: str,
@@ -183,7 +155,6 @@ class Catalog:
         source: str = SOURCE,
         correlation_id: str | None = None,
     ) -> PublishHandle:
-        self.validate_attributes(change)
         event = CloudEvent(
             source=source,
             type=topic,

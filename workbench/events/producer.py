@@ -202,11 +202,68 @@ class InvalidPayloadError(TerminalError):
     """An event's data does not fit its topic; nothing was published."""
 
 
-def _checked(topic: str, event: CloudEvent) -> CloudEvent:
-    """The event as sent: an entity event must carry an entity change, and is keyed by entity.
+class SubjectSchemas:
+    """The newest JSON Schema of each subject, compiled once and read again after `ttl` seconds.
 
-    The projection would dead-letter an entity event without a change; without a key, an
-    entity's versions would spread over partitions and arrive out of order.
+    A new schema version reaches a running producer within `ttl`, and publishing many events
+    under one subject reads the registry once per `ttl`.
+    """
+
+    def __init__(self, postgres_url: str | None, ttl: float = 5.0) -> None:
+        self.postgres_url = postgres_url
+        self.ttl = ttl
+        self._known: dict[str, tuple[float, int, Any]] = {}  # subject: read at, version, check
+        self._engine: Any = None
+
+    def problem(self, subject: str, attributes: dict[str, Any]) -> str | None:
+        """What in `attributes` breaks the subject's newest schema, or None."""
+        version, validator = self._validator(subject)
+        import jsonschema  # type: ignore[import-untyped]
+
+        error = jsonschema.exceptions.best_match(validator.iter_errors(attributes))
+        if error is None:
+            return None
+        where = "/".join(str(part) for part in error.absolute_path) or "(root)"
+        return f"attributes/{where} breaks schema {subject!r} version {version}: {error.message}"
+
+    def _validator(self, subject: str) -> tuple[int, Any]:
+        known = self._known.get(subject)
+        if known is not None and time.monotonic() - known[0] < self.ttl:
+            return known[1], known[2]
+        if self.postgres_url is None:
+            raise InvalidPayloadError(
+                f"Attributes cannot be checked against schema {subject!r}: this producer has no "
+                "catalog database.",
+                remedy="create the producer with postgres_url=, or publish through wb.catalog.",
+            )
+        import json
+
+        import jsonschema
+
+        from workbench import db
+        from workbench.catalog.schemas import SchemaRegistry
+
+        if self._engine is None:
+            self._engine = db.make_engine(self.postgres_url)
+        registered = SchemaRegistry(self._engine).get(subject)
+        if registered.schema_format != "JSON":
+            raise InvalidPayloadError(
+                f"Subject {subject!r} is {registered.schema_format}; attributes are checked "
+                "against JSON Schema subjects only.",
+                remedy="register a JSON Schema for the entity's attributes.",
+            )
+        schema = json.loads(registered.definition)
+        validator = jsonschema.validators.validator_for(schema)(schema)
+        self._known[subject] = (time.monotonic(), registered.version, validator)
+        return registered.version, validator
+
+
+def _entity_checked(topic: str, event: CloudEvent, schemas: SubjectSchemas) -> CloudEvent:
+    """The event as sent: an entity event carries a valid entity change and is keyed by entity.
+
+    The projection would dead-letter an entity event without a change; attributes must fit
+    the schema subject the change names; without a key, an entity's versions would spread over
+    partitions and arrive out of order.
     """
     from workbench.events import topics
 
@@ -223,6 +280,13 @@ def _checked(topic: str, event: CloudEvent) -> CloudEvent:
             remedy="give the event's data the fields of an entity change (domain, "
             "source_system, entity_type, source_id, version, attributes).",
         ) from None
+    if change.schema_subject is not None:
+        problem = schemas.problem(change.schema_subject, change.attributes)
+        if problem is not None:
+            raise InvalidPayloadError(
+                f"Not published to {topic}: {problem}.",
+                remedy="fix the value, or register a new schema version; nothing was published.",
+            )
     if event.partitionkey is None:
         return event.model_copy(update={"partitionkey": change.ref.key})
     return event
@@ -244,6 +308,7 @@ class EventProducer:
         self.bootstrap = bootstrap
         self.postgres_url = postgres_url
         self.mode = mode
+        self.schemas = SubjectSchemas(postgres_url)
         # Handles whose delivery failed since the last flush: flush raises with them.
         self.undelivered: list[PublishHandle] = []
         self._producer = Producer(
@@ -265,7 +330,7 @@ class EventProducer:
         """Queue one event; the handle reports delivery and projection."""
         from confluent_kafka import KafkaException
 
-        event = _checked(topic, event)
+        event = _entity_checked(topic, event, self.schemas)
         record = event.to_kafka(self.mode)
         handle = PublishHandle(self, topic, event)
         while True:
