@@ -496,6 +496,14 @@ def test_time_travel_gives_an_entity_and_a_query_as_they_were(workbench: Any, wo
     )
     assert workbench.catalog.entities(domain=domain)["source_id"].to_list() == [f"{sid}-b"]
     assert workbench.catalog.entities(domain=domain, text="draft", as_of=after_v1).height == 1
+    # Relevance pages over the catalog as it was: each match once.
+    pages, cursor = [], None
+    while page := workbench.catalog.entities(
+        domain=domain, text="final or b", as_of=after_v2, limit=1, cursor=cursor
+    ).rows(named=True):
+        pages.append(page[0]["source_id"])
+        cursor = str(page[0]["id"])
+    assert sorted(pages) == sorted([sid, f"{sid}-b"])
     assert workbench.catalog.entities(domain=domain, text="draft").height == 0
 
     with pytest.raises(InvalidEntityError, match="no timezone"):
