@@ -7,7 +7,6 @@ and the sinks' idempotence keeps a replay that was already applied from counting
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,7 +16,12 @@ import polars as pl
 
 from workbench.errors import TerminalError
 from workbench.events.consumer import record_time
-from workbench.events.topics import SEED_TOPICS, dead_letter_topic
+from workbench.events.topics import (
+    SEED_TOPICS,
+    dead_letter_topic,
+    group_free_reader,
+    read_to_end,
+)
 
 
 def letter_id(topic: str, partition: int, offset: int) -> str:
@@ -61,18 +65,10 @@ def read_dead_letters(
     timeout: float = 5.0,
 ) -> list[DeadLetter]:
     """The records of the dead-letter topics (all seed topics' by default), oldest first."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     names = [dead_letter_topic(t) for t in (topics or SEED_TOPICS)]
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "dictamesh-dlq-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log_level": 0,
-        }
-    )
+    consumer = group_free_reader(bootstrap, "dictamesh-dlq-reader")
     letters: list[DeadLetter] = []
     try:
         metadata = consumer.list_topics(timeout=timeout).topics
@@ -82,21 +78,9 @@ def read_dead_letters(
             if name in metadata
             for partition in metadata[name].partitions
         ]
-        if not assignment:
-            return []
-        consumer.assign(assignment)
-        finished: set[tuple[str, int]] = set()
-        deadline = time.monotonic() + timeout
-        while len(finished) < len(assignment) and len(letters) < limit:
-            if time.monotonic() > deadline:
+        for message in read_to_end(consumer, assignment, timeout):
+            if len(letters) >= limit:
                 break
-            message: Any = consumer.poll(0.2)
-            if message is None:
-                continue
-            if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    finished.add((message.topic(), message.partition()))
-                continue
             headers = tuple(message.headers() or [])
             letters.append(
                 DeadLetter(

@@ -16,6 +16,7 @@ from typing import Any
 import polars as pl
 
 from workbench.events.envelope import CloudEvent, InvalidEventError
+from workbench.events.topics import group_free_reader, read_to_end
 
 TAIL_SCHEMA: dict[str, pl.DataType] = {
     "offset": pl.Int64(),
@@ -28,27 +29,14 @@ TAIL_SCHEMA: dict[str, pl.DataType] = {
     "data": pl.String(),
 }
 _OLDEST = datetime.min.replace(tzinfo=UTC)
-
-
-def _consumer(bootstrap: str) -> Any:
-    from confluent_kafka import Consumer
-
-    return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "dictamesh-tail",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log_level": 0,
-        }
-    )
+TAIL_GROUP = "dictamesh-tail"  # never joined: readers assign their partitions
 
 
 def read_last(bootstrap: str, topic: str, n: int) -> tuple[list[dict[str, Any]], dict[int, int]]:
     """The last `n` events of each partition of `topic`, and where each partition ends."""
-    from confluent_kafka import KafkaError, TopicPartition
+    from confluent_kafka import TopicPartition
 
-    consumer = _consumer(bootstrap)
+    consumer = group_free_reader(bootstrap, TAIL_GROUP)
     rows: list[dict[str, Any]] = []
     ends: dict[int, int] = {}
     try:
@@ -64,17 +52,7 @@ def read_last(bootstrap: str, topic: str, n: int) -> tuple[list[dict[str, Any]],
             ends[partition] = high
             if high > low:
                 starts.append(TopicPartition(topic, partition, max(low, high - n)))
-        consumer.assign(starts)
-        done: set[int] = set()
-        deadline = time.monotonic() + 5
-        while len(done) < len(starts) and time.monotonic() < deadline:
-            message: Any = consumer.poll(0.2)
-            if message is None:
-                continue
-            if message.error() is not None:
-                if message.error().code() == KafkaError._PARTITION_EOF:
-                    done.add(message.partition())
-                continue
+        for message in read_to_end(consumer, starts, timeout=5):
             rows.append(event_row(message))
             ends[message.partition()] = max(ends[message.partition()], message.offset() + 1)
     finally:
@@ -149,7 +127,7 @@ class LiveTail:
     def _follow(self) -> None:
         from confluent_kafka import TopicPartition
 
-        consumer = _consumer(self.bootstrap)
+        consumer = group_free_reader(self.bootstrap, TAIL_GROUP)
         try:
             consumer.assign(
                 [TopicPartition(self.topic, p, offset) for p, offset in self._ends.items()]

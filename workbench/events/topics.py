@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from workbench.errors import ComponentUnavailableError
 
@@ -80,3 +82,36 @@ def ensure_topics(
             if "TOPIC_ALREADY_EXISTS" not in str(exc):  # another process won the race
                 raise
     return created
+
+
+def group_free_reader(bootstrap: str, group: str) -> Any:
+    """A consumer that reads by assignment: it commits nothing and reports each partition's end."""
+    from confluent_kafka import Consumer
+
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "log_level": 0,
+        }
+    )
+
+
+def read_to_end(reader: Any, assignment: list[Any], timeout: float) -> Iterator[Any]:
+    """The records from `assignment` until every partition's end, or until `timeout` seconds."""
+    from confluent_kafka import KafkaError
+
+    reader.assign(assignment)
+    finished: set[tuple[str, int]] = set()
+    deadline = time.monotonic() + timeout
+    while len(finished) < len(assignment) and time.monotonic() < deadline:
+        message = reader.poll(0.2)
+        if message is None:
+            continue
+        if message.error() is not None:
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                finished.add((message.topic(), message.partition()))
+            continue
+        yield message
