@@ -251,10 +251,6 @@ class Catalog:
         )
         return _frame(self.engine, query, params)
 
-    def facet_values(self, field: str, *, limit: int = 500) -> list[str]:
-        """The distinct values of `domain`, `source_system` or `entity_type`, most used first."""
-        return [value for value, _ in self.facet_counts(field, limit=limit)]
-
     def facet_counts(
         self,
         field: str,
