@@ -5,18 +5,23 @@ counted again whenever those filters change.
 
 A link ``/catalog?source_system=S&entity_type=T&source_id=I`` (the Semantic Search page makes
 them) opens with that entity's detail shown and the list narrowed to its system and type.
+
+Picking a row in the detail's Versions tab shows the entity, its attributes and its relationships
+as they were at that version's time, under a label saying so, until "Back to current".
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import pandas as pd
 import panel as pn
 import param
+import polars as pl
 from workbench.dashboards.layout import Page
 
 if TYPE_CHECKING:
@@ -128,7 +133,44 @@ class CatalogExplorer(param.Parameterized):
         return len(self._cursors) > self.page + 1
 
 
-def _table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
+class EntityDetail(param.Parameterized):
+    """Which moment one entity's detail shows: now, or the time one of its versions was made."""
+
+    version = param.Selector(
+        default=None, objects=[None], doc="A version of the entity's history; None is now"
+    )
+
+    def __init__(self, workbench: Workbench, ref: tuple[str, str, str], **params: Any) -> None:
+        super().__init__(**params)
+        self.workbench = workbench
+        self.ref = ref
+        self.history = workbench.catalog.history(*ref)
+        self.param.version.objects = [None, *self.history["version"]]
+
+    def as_of(self) -> datetime | None:
+        # The time the version was made: the catalog as of then holds it, and nothing newer.
+        if self.version is None:
+            return None
+        when: datetime = self.history.filter(pl.col("version") == self.version)["occurred_at"][0]
+        return when
+
+    def entity(self) -> Entity | None:
+        return self.workbench.catalog.get(*self.ref, as_of=self.as_of())
+
+    def relationships(self) -> pl.DataFrame:
+        # include_deleted keeps retired edges visible now; a past moment has none to show.
+        return self.workbench.catalog.relationships(
+            *self.ref, include_deleted=True, as_of=self.as_of()
+        )
+
+    def label(self) -> str:
+        when = self.as_of()
+        if when is None:
+            return "Current · pick a row under Versions to see the entity as it was then"
+        return f"As of version {self.version}, {when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _table(frame: Any, css_class: str, **options: Any) -> pn.widgets.Tabulator:
     """A read-only table of a Polars frame, as every detail tab shows one."""
     return pn.widgets.Tabulator(
         frame.to_pandas(),
@@ -137,6 +179,7 @@ def _table(frame: Any, css_class: str) -> pn.widgets.Tabulator:
         sizing_mode="stretch_width",
         height=260,
         css_classes=[css_class],
+        **options,
     )
 
 
@@ -155,35 +198,54 @@ def _summary(entity: Entity) -> str:
 
 
 def _detail(workbench: Workbench, row: Mapping[str, Any] | pd.Series) -> list[Any]:
-    ref = (row["source_system"], row["entity_type"], row["source_id"])
-    entity = workbench.catalog.get(*ref)
+    state = EntityDetail(workbench, (row["source_system"], row["entity_type"], row["source_id"]))
+    entity = state.entity()
     if entity is None:
         return [pn.pane.Markdown("The entity is no longer in the catalog.")]
-    history = workbench.catalog.history(*ref)
-    relationships = workbench.catalog.relationships(*ref, include_deleted=True)
+    header = pn.pane.HTML(_summary(entity), css_classes=["dm-entity-detail"])
+    moment = pn.pane.HTML(
+        state.label(), css_classes=["dm-entity-as-of"], styles={"font-weight": "600"}
+    )
+    back = pn.widgets.Button(label="Back to current", visible=False, css_classes=["dm-entity-now"])
+    attributes = pn.pane.JSON(
+        entity.attributes, depth=2, theme="light", css_classes=["dm-entity-attributes"]
+    )
+    relationships = _table(state.relationships(), "dm-entity-relationships")
+    versions = _table(
+        state.history.select(
+            "version", "event_type", "occurred_at", "event_source", "change_description", "trace_id"
+        ),
+        "dm-entity-versions",
+        selectable=1,
+    )
+
+    def show(*_events: Any) -> None:
+        shown = state.entity()
+        header.object = _summary(shown) if shown else "<p>The entity was not in the catalog.</p>"
+        attributes.object = shown.attributes if shown else {}
+        relationships.value = state.relationships().to_pandas()
+        moment.object = state.label()
+        back.visible = state.version is not None
+        if state.version is None:
+            versions.selection = []
+
+    def pick(event: Any) -> None:
+        state.version = state.history["version"][event.new[0]] if event.new else None
+
+    state.param.watch(show, "version")
+    versions.param.watch(pick, "selection")
+    back.on_click(lambda _e: setattr(state, "version", None))
     return [
-        pn.pane.HTML(_summary(entity), css_classes=["dm-entity-detail"]),
+        header,
+        pn.Row(moment, back),
         pn.Tabs(
-            ("Attributes", pn.pane.JSON(entity.attributes, depth=2, theme="light")),
-            (
-                "Versions",
-                _table(
-                    history.select(
-                        "version",
-                        "event_type",
-                        "occurred_at",
-                        "event_source",
-                        "change_description",
-                        "trace_id",
-                    ),
-                    "dm-entity-versions",
-                ),
-            ),
-            ("Relationships", _table(relationships, "dm-entity-relationships")),
+            ("Attributes", attributes),
+            ("Versions", versions),
+            ("Relationships", relationships),
             (
                 "Event log",
                 _table(
-                    history.select(
+                    state.history.select(
                         "occurred_at",
                         "event_id",
                         "event_type",

@@ -31,11 +31,11 @@ def unique() -> str:
 
 
 def find(objects: Iterable[Any], css_class: str) -> Any:
-    """The first pane or widget with this css class, looking inside rows and columns."""
+    """The first pane or widget with this css class, looking inside rows, columns and tabs."""
     for obj in objects:
         if css_class in (getattr(obj, "css_classes", None) or []):
             return obj
-        if isinstance(obj, pn.layout.ListLike):
+        if isinstance(obj, pn.layout.ListLike | pn.layout.base.NamedListLike):
             found = find(list(obj.objects), css_class)
             if found is not None:
                 return found
@@ -61,6 +61,35 @@ def register_hostile(workbench: Any, payload: str = PAYLOAD) -> dict[str, str]:
         attributes={"name": payload},
     ).wait()
     return identity
+
+
+@dataclass(frozen=True)
+class SwappedEdge:
+    """An entity whose version 1 uses target `first` and whose version 2 uses `second`."""
+
+    identity: dict[str, str]
+    first: str  # target source ids
+    second: str
+
+
+def register_swapped_edge(workbench: Any) -> SwappedEdge:
+    """Two versions of one entity, applied before it returns; each names its own stage too."""
+    from workbench.catalog.model import EntityRef, RelationshipChange
+
+    tag = unique()
+    identity = {"source_system": f"erp-{tag}", "entity_type": "order", "source_id": f"o-{tag}"}
+    edge = SwappedEdge(identity, f"warehouse-a-{tag}", f"warehouse-b-{tag}")
+    for stage, target in (("draft", edge.first), ("final", edge.second)):
+        ships_from = EntityRef(
+            source_system=identity["source_system"], entity_type="warehouse", source_id=target
+        )
+        workbench.catalog.register(
+            "orders",
+            *identity.values(),
+            attributes={"stage": stage},
+            relationships=[RelationshipChange(type="ships_from", target=ships_from)],
+        ).wait()
+    return edge
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from typing import Any
 
 import panel as pn
 import pytest
-from workbench.dashboards.catalog import _detail
+from workbench.dashboards.catalog import EntityDetail, _detail
 
-from tests.dashboards.support import PAYLOAD, register_hostile, unique
+from tests.dashboards.support import PAYLOAD, find, register_hostile, register_swapped_edge, unique
 
 pytestmark = pytest.mark.stack
 
@@ -62,3 +62,48 @@ def test_the_header_still_reads_as_before(workbench: Any, workers: Any) -> None:
     assert "live" in shown
     assert "owners —" in shown
     assert "tags —" in shown
+
+
+def test_picking_a_version_shows_the_entity_and_its_edges_as_they_were(
+    workbench: Any, workers: Any
+) -> None:
+    edge = register_swapped_edge(workbench)
+    state = EntityDetail(workbench, tuple(edge.identity.values()))
+
+    def targets() -> list[tuple[str, bool]]:
+        return state.relationships().select("to_source_id", "is_deleted").rows()
+
+    assert state.label().startswith("Current")
+    assert state.entity().attributes == {"stage": "final"}
+    assert (edge.second, False) in targets()
+    state.version = 1
+    then = state.entity()
+    assert (then.version, then.attributes) == (1, {"stage": "draft"})
+    assert targets() == [(edge.first, False)]
+    assert state.label().startswith("As of version 1, ")
+    with pytest.raises(ValueError, match="does not accept 3"):
+        state.version = 3  # not a version of this entity
+    state.version = None
+    assert state.entity().version == 2
+
+
+def test_the_detail_panes_follow_the_picked_version_and_come_back(
+    workbench: Any, workers: Any
+) -> None:
+    edge = register_swapped_edge(workbench)
+    shown = _detail(workbench, edge.identity)
+    versions = find(shown, "dm-entity-versions")
+    edges, moment, back = (
+        find(shown, name)
+        for name in ("dm-entity-relationships", "dm-entity-as-of", "dm-entity-now")
+    )
+    assert not back.visible
+    versions.selection = [0]  # the user clicks version 1's row
+    assert edges.value["to_source_id"].to_list() == [edge.first]
+    assert "As of version 1, " in moment.object
+    assert "version <strong>1</strong>" in shown[0].object
+    assert back.visible
+    back.clicks += 1
+    assert edge.second in edges.value["to_source_id"].to_list()
+    assert moment.object.startswith("Current")
+    assert (versions.selection, back.visible) == ([], False)
