@@ -29,7 +29,14 @@ from urllib.parse import urlsplit
 import psutil
 import psycopg
 
-from benchmarks.common import CpuMeter, Machine, entity_events, isolated_stack, wait_until
+from benchmarks.common import (
+    CpuMeter,
+    Machine,
+    entity_events,
+    isolated_stack,
+    tree_cpu_seconds,
+    wait_until,
+)
 from workbench.events.consumer import PROGRESS_CHANNEL
 from workbench.events.producer import EventProducer
 from workbench.events.topics import TopicSpec, ensure_topics
@@ -54,6 +61,45 @@ sink = PostgreSQLSink(host=host, port=int(port), dbname=dbname, user=user, passw
 app.dataframe(topic).sink(sink)
 app.run()
 """
+
+
+# The producing application of the burst run: it encodes its records first, sends a warm-up
+# that makes the consumers join and connect, then on "go" sends the burst as fast as it can.
+BURST_PRODUCER = """
+import sys
+from confluent_kafka import Producer
+from benchmarks.common import entity_events
+
+bootstrap, destination, warmup, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+def records(number, system):
+    encoded = []
+    for topic, event in entity_events(number, source="/" + system, system=system):
+        record = event.to_kafka()
+        encoded.append((topic if destination == "entity" else destination, record))
+    return encoded
+
+producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
+                     "batch.num.messages": 10000, "queue.buffering.max.messages": 500000})
+
+def send(encoded):
+    for topic, record in encoded:
+        while True:
+            try:
+                producer.produce(topic, record.value, record.key, headers=record.headers)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120):
+        sys.exit("records left undelivered")
+
+send(records(warmup, "burst-warmup"))
+burst = records(count, "burst")
+print("ready", flush=True)
+sys.stdin.readline()
+send(burst)
+"""
+WARMUP = 1000  # events the running consumers apply before the burst
 
 
 class RowCounter:
@@ -129,16 +175,26 @@ def _timed_until_landed(
 def run_dictamesh(
     endpoints: Endpoints, count: int, processes: int, threads: int = 1
 ) -> dict[str, float]:
-    environment = {**os.environ, "DICTAMESH_CONSUMER_BATCH_SIZE": str(BATCH_SIZE)}
     consumer = subprocess.Popen(
-        _dictamesh_command(processes, threads), env=environment, stdout=subprocess.DEVNULL
+        _dictamesh_command(processes, threads),
+        env=_batched_environment(),
+        stdout=subprocess.DEVNULL,
     )
     return _timed_until_landed(
         endpoints, [consumer], "SELECT count(*) FROM dictamesh_event_log", count
     )
 
 
+def _batched_environment() -> dict[str, str]:
+    return {**os.environ, "DICTAMESH_CONSUMER_BATCH_SIZE": str(BATCH_SIZE)}
+
+
 def run_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
+    consumers = _quix_processes(endpoints, processes)
+    return _timed_until_landed(endpoints, consumers, "SELECT count(*) FROM quix_events", count)
+
+
+def _quix_processes(endpoints: Endpoints, processes: int) -> list[subprocess.Popen[bytes]]:
     url = urlsplit(endpoints.postgres_url)
     args = [
         endpoints.kafka_bootstrap,
@@ -150,7 +206,7 @@ def run_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[st
         QUIX_TOPIC,
         str(endpoints.group_session_timeout_ms),  # the group timeouts the projector gets
     ]
-    consumers = [
+    return [
         subprocess.Popen(
             [sys.executable, "-c", QUIX_APP, *args],
             stdout=subprocess.DEVNULL,
@@ -158,7 +214,74 @@ def run_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[st
         )
         for _ in range(processes)
     ]
-    return _timed_until_landed(endpoints, consumers, "SELECT count(*) FROM quix_events", count)
+
+
+def _timed_burst(
+    endpoints: Endpoints,
+    consumers: list[subprocess.Popen[bytes]],
+    destination: str,
+    query: str,
+    count: int,
+) -> dict[str, float]:
+    """With `consumers` running and warmed up, from the burst's first record to its last landed."""
+    counter = RowCounter(endpoints.postgres_url, query)
+    landed_before = counter()
+    sizes = [str(WARMUP), str(count)]
+    producer = subprocess.Popen(
+        [sys.executable, "-c", BURST_PRODUCER, endpoints.kafka_bootstrap, destination, *sizes],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        if (
+            producer.stdout is None
+            or producer.stdin is None
+            or producer.stdout.readline() != "ready\n"
+        ):
+            raise RuntimeError("the burst producer failed to start")
+        wait_until(lambda: counter() >= landed_before + WARMUP, 180)
+        cpu = CpuMeter([consumer.pid for consumer in consumers], counter.backend)
+        producer_cpu = tree_cpu_seconds(producer.pid)
+        started = time.perf_counter()
+        producer.stdin.write("go\n")
+        producer.stdin.flush()
+        wait_until(lambda: counter() >= landed_before + WARMUP + count, 1800)
+        total = time.perf_counter() - started
+        producer_used = tree_cpu_seconds(producer.pid) - producer_cpu
+        cpu_used = cpu.used()
+    finally:
+        counter.close()
+        for process in consumers:
+            process.terminate()
+        for process in consumers:
+            process.wait(60)
+        producer.wait(60)
+    return {
+        "total_s": total,
+        "events_per_s": count / total,
+        "cpu_us_producer": 1e6 * producer_used / count,
+        **{f"cpu_us_{part}": 1e6 * seconds / count for part, seconds in cpu_used.items()},
+    }
+
+
+def burst_dictamesh(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
+    consumer = subprocess.Popen(
+        _dictamesh_command(processes, 1), env=_batched_environment(), stdout=subprocess.DEVNULL
+    )
+    return _timed_burst(
+        endpoints, [consumer], "entity", "SELECT count(*) FROM dictamesh_event_log", count
+    )
+
+
+def burst_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
+    return _timed_burst(
+        endpoints,
+        _quix_processes(endpoints, processes),
+        QUIX_TOPIC,
+        "SELECT count(*) FROM quix_events",
+        count,
+    )
 
 
 def latency_at_rate(endpoints: Endpoints, rate: int, seconds: float) -> dict[str, float]:
@@ -246,6 +369,8 @@ def main() -> None:
         produced = produce(endpoints, options.events)
         ours = run_dictamesh(endpoints, options.events, options.processes, options.threads)
         theirs = run_quixstreams(endpoints, options.events, options.processes)
+        ours_running = burst_dictamesh(endpoints, options.events, options.processes)
+        theirs_running = burst_quixstreams(endpoints, options.events, options.processes)
         latency = latency_at_rate(endpoints, options.rate, options.seconds)
     print(f"machine: {Machine.current().description}")
     print(f"producer: {produced:,.0f} events/s ({options.events:,} events to each destination)")
@@ -274,6 +399,24 @@ def main() -> None:
     print(
         f"ratio (DictaMesh / quixstreams, events/s): "
         f"{ours['events_per_s'] / theirs['events_per_s']:.2f}x"
+    )
+    print(
+        f"\nConsumers running (joined and warmed up by {WARMUP:,} events) when a producer process "
+        f"sends {options.events:,} events as fast as it can; from its first record to the last "
+        "queryable (CPU per event in microseconds):"
+    )
+    print("| consumer | s | events/s | consumers | broker | Postgres | total | producer |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, result in (("DictaMesh", ours_running), ("quixstreams", theirs_running)):
+        print(
+            f"| {name} | {result['total_s']:.2f} | {result['events_per_s']:,.0f} | "
+            f"{result['cpu_us_consumers']:.0f} | {result['cpu_us_broker']:.0f} | "
+            f"{result['cpu_us_postgres']:.0f} | {result['cpu_us_total']:.0f} | "
+            f"{result['cpu_us_producer']:.0f} |"
+        )
+    print(
+        f"ratio, consumers running (DictaMesh / quixstreams, events/s): "
+        f"{ours_running['events_per_s'] / theirs_running['events_per_s']:.2f}x"
     )
     print(
         f"event-to-queryable at {latency['rate']:,} events/s over {latency['events']:,} events: "
