@@ -130,3 +130,13 @@ def raw_producer(bootstrap: str) -> Any:
     return Producer(
         {"bootstrap.servers": bootstrap, "message.max.bytes": 16_000_000, "log_level": 0}
     )
+
+
+def live_producers() -> set[int]:
+    """The librdkafka producers alive in this process: each stays connected to its broker."""
+    import gc
+
+    from confluent_kafka import Producer
+
+    gc.collect()
+    return {id(o) for o in gc.get_objects() if isinstance(o, Producer)}

@@ -8,8 +8,11 @@ import polars as pl
 import pytest
 
 import workbench
+from tests.helpers import live_producers
 from workbench.client import Workbench
-from workbench.errors import UnknownNameError
+from workbench.errors import TerminalError, UnknownNameError
+from workbench.events.envelope import CloudEvent
+from workbench.events.topics import ADAPTER_EVENT
 from workbench.settings import load_settings
 from workbench.stack import Endpoints
 
@@ -24,6 +27,27 @@ def test_connect_binds_to_the_running_stack(stack: Endpoints) -> None:
         assert wb.sql("SELECT 1 AS one").to_dicts() == [{"one": 1}]
     finally:
         wb.close()
+
+
+def test_close_delivers_queued_events_and_shuts_the_producer_down(stack: Endpoints) -> None:
+    def event() -> CloudEvent:
+        return CloudEvent(source="/close", type=ADAPTER_EVENT)
+
+    before = live_producers()
+    with workbench.connect() as wb:
+        # Parts a notebook may still hold after closing: each holds the producer.
+        connectors, events = wb.connectors, wb.events
+        handle = events.publish(ADAPTER_EVENT, event())  # queued, not waited for
+        opened = live_producers() - before
+        assert len(opened) == 1
+    assert handle.position()[1] >= 0  # delivered by close, not dropped
+    assert not opened & live_producers()  # nothing left connected to the broker
+    assert "closed" in repr(connectors.producer)
+    with pytest.raises(TerminalError, match="closed"):
+        events.publish(ADAPTER_EVENT, event())
+    # The Workbench itself opens a new producer on its next use.
+    assert wb.events.publish(ADAPTER_EVENT, event()).delivered().offset is not None
+    wb.close()
 
 
 def test_rich_repr_lists_components_and_their_health(workbench: Any, stack: Endpoints) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from contextlib import ExitStack
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -212,19 +213,27 @@ class Workbench:
         db.migrate_up(self.engine, revision)
 
     def close(self) -> None:
-        if "producer" in self.__dict__:
-            self.producer.flush()
-            del self.__dict__["producer"]  # lets librdkafka shut its client down now
-            self.__dict__.pop("catalog", None)
-            self.__dict__.pop("events", None)
-        if "config" in self.__dict__:
-            self.config.close()
-            del self.__dict__["config"]
-        if "analytics" in self.__dict__:
-            self.analytics.close()
-            del self.__dict__["analytics"]
-        if "engine" in self.__dict__:
-            self.engine.dispose()
+        """Deliver queued events and release every client opened so far; idempotent.
+
+        Whatever is used afterwards opens again. Each client is closed even when another
+        fails; a failure (events not delivered, say) is raised once all are closed.
+        """
+        opened = self.__dict__
+        with ExitStack() as closing:
+            if "engine" in opened:
+                closing.callback(self.engine.dispose)  # stays usable: it reconnects on demand
+            for name in ("analytics", "config", "connectors", "producer"):
+                if name in opened:
+                    closing.callback(opened.pop(name).close)
+            # They hold the closed producer; made again, they get a new one.
+            opened.pop("catalog", None)
+            opened.pop("events", None)
+
+    def __enter__(self) -> Workbench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- representations: never raise, never show a secret --------------------------------
     def __repr__(self) -> str:

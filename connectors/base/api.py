@@ -156,6 +156,11 @@ class Connectors(Mapping[str, ConnectorHandle]):
             old.close()
         return self[name]
 
+    def close(self) -> None:
+        """Shut down the adapters opened so far; using an instance again opens its adapter."""
+        for handle in self._handles.values():
+            handle.close()
+
     def secret_source(self, environment: str | None) -> SecretSource | None:
         """Where secret fields come from before the environment variables: `secrets` when given,
         else, for an instance naming a `config_environment`, the configuration service's key

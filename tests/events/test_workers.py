@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from workbench.events.workers import Workers
+import pytest
+
+from tests.helpers import live_producers
+from workbench.events.workers import RELAY, Workers, build_runners
 
 
 class _Steady:
@@ -36,3 +40,14 @@ def test_a_crashing_worker_is_named_and_reported_so_its_process_can_exit() -> No
     assert workers.crashed == ["doomed"]
     assert steady.stopped.is_set()
     assert not any(thread.is_alive() for thread in workers.threads)
+
+
+@pytest.mark.stack
+def test_stopped_workers_keep_no_broker_client_though_still_held(workbench: Any) -> None:
+    before = live_producers()
+    workers = Workers(build_runners(workbench.endpoints, [RELAY])).start()
+    opened = live_producers() - before
+    assert opened
+    workers.stop()
+    assert not any(thread.is_alive() for thread in workers.threads)
+    assert not opened & live_producers()  # `workers` still holds the relay

@@ -77,7 +77,7 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.idle_poll = idle_poll
         self.delivery_timeout = delivery_timeout
-        self.producer = Producer(
+        self.producer: Any = Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,
@@ -147,18 +147,22 @@ class OutboxRelay:
     def run(self) -> None:
         """Relay until `stop()`: woken by each commit's notification, polling when idle."""
         delay = 0.1
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(self.postgres_url, autocommit=True) as conn:
-                    conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
-                    delay = 0.1
-                    while not self._stopping.is_set():
-                        if self.relay_once(conn) == self.batch_size:
-                            continue  # more are waiting
-                        for _ in conn.notifies(timeout=self.idle_poll, stop_after=1):
-                            pass
-            except psycopg.OperationalError as exc:
-                log.warning("outbox relay waiting for Postgres", error=str(exc)[:200])
-                self._stopping.wait(delay)
-                delay = min(delay * 2, 5.0)
-        self.producer.flush(10)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    with psycopg.connect(self.postgres_url, autocommit=True) as conn:
+                        conn.execute(f"LISTEN {OUTBOX_CHANNEL}")
+                        delay = 0.1
+                        while not self._stopping.is_set():
+                            if self.relay_once(conn) == self.batch_size:
+                                continue  # more are waiting
+                            for _ in conn.notifies(timeout=self.idle_poll, stop_after=1):
+                                pass
+                except psycopg.OperationalError as exc:
+                    log.warning("outbox relay waiting for Postgres", error=str(exc)[:200])
+                    self._stopping.wait(delay)
+                    delay = min(delay * 2, 5.0)
+        finally:
+            self.producer.flush(10)
+            # A live client stays connected to the broker for as long as anyone holds the relay.
+            self.producer = None

@@ -215,6 +215,12 @@ class SubjectSchemas:
         self._known: dict[str, tuple[float, int, Any]] = {}  # subject: read at, version, check
         self._engine: Any = None
 
+    def close(self) -> None:
+        """Return the registry's database connections; a later check opens them again."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     def problem(self, subject: str, attributes: dict[str, Any]) -> str | None:
         """What in `attributes` breaks the subject's newest schema, or None."""
         version, validator = self._validator(subject)
@@ -311,7 +317,7 @@ class EventProducer:
         self.schemas = SubjectSchemas(postgres_url)
         # Handles whose delivery failed since the last flush: flush raises with them.
         self.undelivered: list[PublishHandle] = []
-        self._producer = Producer(
+        self._producer: Any = Producer(
             {
                 "bootstrap.servers": bootstrap,
                 "enable.idempotence": True,  # acks=all, ordered, no duplicates on retry
@@ -324,18 +330,28 @@ class EventProducer:
         )
 
     def __repr__(self) -> str:
-        return f"EventProducer(bootstrap={self.bootstrap!r}, mode={self.mode!r})"
+        state = ", closed" if self._producer is None else ""
+        return f"EventProducer(bootstrap={self.bootstrap!r}, mode={self.mode!r}{state})"
+
+    def _client(self) -> Any:
+        if self._producer is None:
+            raise TerminalError(
+                f"This producer for {self.bootstrap} is closed.",
+                remedy="create a new EventProducer (a closed Workbench makes one on next use).",
+            )
+        return self._producer
 
     def publish(self, topic: str, event: CloudEvent) -> PublishHandle:
         """Queue one event; the handle reports delivery and projection."""
         from confluent_kafka import KafkaException
 
+        client = self._client()
         event = _entity_checked(topic, event, self.schemas)
         record = event.to_kafka(self.mode)
         handle = PublishHandle(self, topic, event)
         while True:
             try:
-                self._producer.produce(
+                client.produce(
                     topic,
                     value=record.value,
                     key=record.key,
@@ -344,14 +360,14 @@ class EventProducer:
                 )
                 break
             except BufferError:  # local queue full: let deliveries drain, then retry
-                self._producer.poll(0.05)
+                client.poll(0.05)
             except KafkaException as exc:
                 raise DeliveryError(f"Event {event.id} to {topic} was refused: {exc}.") from None
-        self._producer.poll(0)
+        client.poll(0)
         return handle
 
     def poll(self, timeout: float = 0.0) -> None:
-        self._producer.poll(timeout)
+        self._client().poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every queued event is delivered; raise if some were not.
@@ -359,6 +375,8 @@ class EventProducer:
         Failed deliveries leave the queue as failures, so they are counted from the delivery
         reports: `DeliveryError` names them (each handle keeps its error).
         """
+        if self._producer is None:
+            return  # close flushed everything
         remaining = self._producer.flush(timeout)
         if remaining:
             raise ComponentUnavailableError(
@@ -374,3 +392,16 @@ class EventProducer:
                 remedy="check the broker with `dictamesh status` and publish them again; "
                 "they were not published.",
             )
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Deliver what is queued, then shut the client down. Idempotent.
+
+        Until its last reference goes, librdkafka keeps the client's broker connections open
+        (and reconnecting), so whoever still holds this producer, a handle say, would hold them.
+        Raises as `flush` does; the client is shut down all the same.
+        """
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer = None
+            self.schemas.close()
