@@ -219,16 +219,20 @@ def serve(
             )
         sys.stdout.flush()
 
-    run_server(
-        settings,
-        workbench,
-        host=host or settings.serve_host,
-        port=port or settings.serve_port,
-        demo=demo,
-        announce=announce,
-        on_stop=workers.stop if workers is not None else None,  # each finishes its batch
-        stop_requested=stop_requested,
-    )
+    try:
+        run_server(
+            settings,
+            workbench,
+            host=host or settings.serve_host,
+            port=port or settings.serve_port,
+            demo=demo,
+            announce=announce,
+            on_stop=workers.stop if workers is not None else None,  # each finishes its batch
+            stop_requested=stop_requested,
+        )
+    finally:
+        # Events the dashboards queued (a replay, a registration) are delivered before exit.
+        workbench.close()
 
 
 # -- the pipeline --------------------------------------------------------------------------
