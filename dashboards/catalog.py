@@ -134,7 +134,7 @@ class CatalogExplorer(param.Parameterized):
 
 
 class EntityDetail(param.Parameterized):
-    """Which moment one entity's detail shows: now, or the time one of its versions was made."""
+    """Which moment one entity's detail shows: now, or one of its versions as it left the entity."""
 
     version = param.Selector(
         default=None, objects=[None], doc="A version of the entity's history; None is now"
@@ -147,24 +147,24 @@ class EntityDetail(param.Parameterized):
         self.history = workbench.catalog.history(*ref)
         self.param.version.objects = [None, *self.history["version"]]
 
-    def as_of(self) -> datetime | None:
-        # The time the version was made: the catalog as of then holds it, and nothing newer.
+    def version_time(self) -> datetime | None:
         if self.version is None:
             return None
         when: datetime = self.history.filter(pl.col("version") == self.version)["occurred_at"][0]
         return when
 
     def entity(self) -> Entity | None:
-        return self.workbench.catalog.get(*self.ref, as_of=self.as_of())
+        # By version, not by its time: versions can share a time or carry times out of order.
+        return self.workbench.catalog.get(*self.ref, version=self.version)
 
     def relationships(self) -> pl.DataFrame:
-        # include_deleted keeps retired edges visible now; a past moment has none to show.
+        # include_deleted keeps retired edges visible now; a past version has none to show.
         return self.workbench.catalog.relationships(
-            *self.ref, include_deleted=True, as_of=self.as_of()
+            *self.ref, include_deleted=True, version=self.version
         )
 
     def label(self) -> str:
-        when = self.as_of()
+        when = self.version_time()
         if when is None:
             return "Current · pick a row under Versions to see the entity as it was then"
         return f"As of version {self.version}, {when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

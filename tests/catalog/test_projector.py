@@ -554,6 +554,57 @@ def test_time_travel_gives_the_relationships_as_they_were(workbench: Any, worker
     assert both["direction"].to_list() == ["in"]
 
 
+def test_a_version_reads_as_it_left_the_entity_even_when_versions_share_a_time(
+    workbench: Any, workers: Any
+) -> None:
+    """Versions sent without their own time take the record's millisecond stamp, so two can tie."""
+    from datetime import UTC, datetime
+
+    sid, first, second = _unique(), _unique(), _unique()
+    catalog, moment = workbench.catalog, datetime.now(UTC)
+
+    def publish(version: int, stage: str, gadget: str) -> None:
+        target = EntityRef(source_system="unit", entity_type="gadget", source_id=gadget)
+        change = EntityChange(
+            domain="test",
+            source_system="unit",
+            entity_type="widget",
+            source_id=sid,
+            version=version,
+            attributes={"stage": stage},
+            relationships=[RelationshipChange(type="uses", target=target)],
+        )
+        topic = topics.ENTITY_CREATED if version == 1 else topics.ENTITY_UPDATED
+        event = CloudEvent(
+            source="/test",
+            type=topic,
+            subject=change.ref.key,
+            partitionkey=change.ref.key,
+            time=moment,
+            data=change.model_dump(mode="json", exclude_none=True),
+        )
+        workbench.producer.publish(topic, event).wait()
+
+    publish(1, "draft", first)
+    publish(2, "final", second)
+
+    def out(**moment_or_version: Any) -> list[str]:
+        edges = catalog.relationships("unit", "widget", sid, direction="out", **moment_or_version)
+        return edges["to_source_id"].to_list()
+
+    assert catalog.get("unit", "widget", sid, version=1).attributes == {"stage": "draft"}
+    assert out(version=1) == [first]
+    assert catalog.get("unit", "widget", sid, version=2).attributes == {"stage": "final"}
+    assert out(version=2) == [second]
+    # By time, the newest version of that moment stands for it.
+    assert catalog.get("unit", "widget", sid, as_of=moment).version == 2
+    assert out(as_of=moment) == [second]
+    assert catalog.get("unit", "widget", sid, version=0) is None
+    assert out(version=0) == []
+    with pytest.raises(InvalidEntityError, match="both given"):
+        catalog.get("unit", "widget", sid, version=1, as_of=moment)
+
+
 def test_edges_logged_before_versions_carried_them_travel_by_their_own_times(
     workbench: Any, workers: Any
 ) -> None:

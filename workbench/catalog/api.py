@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
@@ -181,10 +181,21 @@ class Catalog:
         source_id: str,
         *,
         as_of: datetime | None = None,
+        version: int | None = None,
     ) -> Entity | None:
-        """One entity as the catalog holds it now, or as it was at `as_of`."""
-        source, params = _source(as_of)
-        params["id"] = entity_id(source_system, entity_type, source_id)
+        """One entity as the catalog holds it now, as it was at `as_of`, or as `version` left it.
+
+        `version` reads the log by version, not time, so it is exact even when versions share a
+        time or arrived with times out of order.
+        """
+        node = entity_id(source_system, entity_type, source_id)
+        params: dict[str, Any]
+        if version is not None:
+            _one_moment(as_of, version)
+            source, params = _AS_VERSION, {"version": version}
+        else:
+            source, params = _source(as_of)
+        params["id"] = node
         with self.engine.connect() as conn:
             row = (
                 conn.execute(
@@ -297,19 +308,30 @@ class Catalog:
         direction: str = "both",
         include_deleted: bool = False,
         as_of: datetime | None = None,
+        version: int | None = None,
     ) -> pl.DataFrame:
         """Typed edges of one entity, outgoing, incoming or both; with `as_of`, as they were then.
 
         The past edges come from the event log: each version that declared its entity's edges
         logged them, and a delete retired them. `as_of` shows the edges live at that moment
-        (`include_deleted` applies to the current edges only).
+        (`include_deleted` applies to the current edges only). `version` shows the entity's own
+        edges as that version left them, and other entities' edges to it as of that version's
+        time.
         """
         if direction not in {"out", "in", "both"}:
             raise InvalidEntityError(f"direction={direction!r} is not one of out, in, both.")
         node = entity_id(source_system, entity_type, source_id)
+        if version is not None:
+            _one_moment(as_of, version)
+            as_of = self._version_time(node, version)
+            if as_of is None:
+                return self.relationships(
+                    source_system, entity_type, source_id, direction=direction, as_of=_BEFORE_ALL
+                )
         if as_of is not None:
             _, params = _source(as_of)
             params.update(
+                version=version,
                 id=node,
                 ss=source_system,
                 et=entity_type,
@@ -338,6 +360,18 @@ class Catalog:
             ORDER BY r.relationship_type, r.to_source_id
         """  # noqa: S608 - fixed fragments only
         return _frame(self.engine, query, {"id": node})
+
+    def _version_time(self, node: Any, version: int) -> datetime | None:
+        """When the newest logged version up to `version` of an entity happened; None if none."""
+        with self.engine.connect() as conn:
+            found: datetime | None = conn.execute(
+                text(
+                    "SELECT occurred_at FROM dictamesh_event_log WHERE entity_id = :id "
+                    "AND entity_version <= :version ORDER BY entity_version DESC LIMIT 1"
+                ),
+                {"id": node, "version": version},
+            ).scalar()
+        return found
 
     def history(self, source_system: str, entity_type: str, source_id: str) -> pl.DataFrame:
         """Every applied version of one entity, oldest first, from the immutable event log."""
@@ -414,11 +448,12 @@ class Catalog:
         return EntityRef(source_system=source_system, entity_type=entity_type, source_id=source_id)
 
 
-# The catalog at a past moment: each entity's newest version logged by then.
-_AS_OF = """(
+def _state_source(chosen: str) -> str:
+    """The catalog rebuilt from the log: per entity, the newest version among the `chosen` rows."""
+    return f"""(
     SELECT e.id, s.after_state->>'domain' AS domain, e.source_system, e.entity_type,
            e.source_id, s.entity_version AS version, s.after_state->>'display_name' AS display_name,
-           coalesce(s.after_state->'attributes', '{}'::jsonb) AS attributes,
+           coalesce(s.after_state->'attributes', '{{}}'::jsonb) AS attributes,
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s.after_state->'owners', '[]')))
                AS owners,
            ARRAY(SELECT jsonb_array_elements_text(coalesce(s.after_state->'tags', '[]')))
@@ -429,14 +464,21 @@ _AS_OF = """(
                      || ' ' || e.source_id || ' ' || e.entity_type || ' '
                      || coalesce(s.after_state->>'domain', '')), 'A')
            || setweight(jsonb_to_tsvector('english'::regconfig,
-                        coalesce(s.after_state->'attributes', '{}'::jsonb), '["string"]'), 'B')
+                        coalesce(s.after_state->'attributes', '{{}}'::jsonb), '["string"]'), 'B')
                AS search_vector
     FROM (SELECT DISTINCT ON (entity_id) entity_id, entity_version, after_state, occurred_at
           FROM dictamesh_event_log
-          WHERE entity_id IS NOT NULL AND occurred_at <= :as_of
+          WHERE entity_id IS NOT NULL AND {chosen}
           ORDER BY entity_id, entity_version DESC) s
     JOIN dictamesh_entity_catalog e ON e.id = s.entity_id
-) AS catalog_as_of"""
+) AS catalog_as_of"""  # noqa: S608 - `chosen` is one of the fixed conditions below
+
+
+# The catalog at a past moment (each entity's newest version logged by then), and one entity
+# as one of its versions left it.
+_AS_OF = _state_source("occurred_at <= :as_of")
+_AS_VERSION = _state_source("entity_id = :id AND entity_version <= :version")
+_BEFORE_ALL = datetime(1, 1, 1, tzinfo=UTC)
 
 
 # One entity's edges at a past moment. Each candidate (the entity, and every entity that ever
@@ -452,7 +494,9 @@ WITH candidates AS (
 ), declared AS (
     SELECT DISTINCT ON (l.entity_id) l.entity_id, l.after_state, l.occurred_at
     FROM dictamesh_event_log l JOIN candidates c ON c.entity_id = l.entity_id
-    WHERE l.occurred_at <= :as_of
+    WHERE CASE WHEN l.entity_id = :id AND CAST(:version AS bigint) IS NOT NULL
+               THEN l.entity_version <= :version  -- exact, whatever the versions' times
+               ELSE l.occurred_at <= :as_of END
       AND (l.after_state ? 'relationships'
            OR coalesce((l.after_state->>'is_deleted')::boolean, false))
     ORDER BY l.entity_id, l.entity_version DESC
@@ -515,6 +559,14 @@ def _filters(
         clauses.append("search_vector @@ websearch_to_tsquery('english', :q)")
         params["q"] = text
     return clauses
+
+
+def _one_moment(as_of: datetime | None, version: int | None) -> None:
+    if as_of is not None and version is not None:
+        raise InvalidEntityError(
+            f"as_of={as_of.isoformat()} and version={version} both given.",
+            remedy="pass one of them: a moment, or one of the entity's versions.",
+        )
 
 
 def _source(as_of: datetime | None) -> tuple[str, dict[str, Any]]:
