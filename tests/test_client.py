@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+from pathlib import Path
 from typing import Any
 
 import polars as pl
@@ -35,19 +37,39 @@ def test_close_delivers_queued_events_and_shuts_the_producer_down(stack: Endpoin
 
     before = live_producers()
     with workbench.connect() as wb:
-        # Parts a notebook may still hold after closing: each holds the producer.
-        connectors, events = wb.connectors, wb.events
+        # Parts a notebook may still hold after closing.
+        producer, events = wb.producer, wb.events
         handle = events.publish(ADAPTER_EVENT, event())  # queued, not waited for
         opened = live_producers() - before
         assert len(opened) == 1
     assert handle.position()[1] >= 0  # delivered by close, not dropped
     assert not opened & live_producers()  # nothing left connected to the broker
-    assert "closed" in repr(connectors.producer)
+    assert "closed" in repr(producer)
     with pytest.raises(TerminalError, match="closed"):
         events.publish(ADAPTER_EVENT, event())
     # The Workbench itself opens a new producer on its next use.
     assert wb.events.publish(ADAPTER_EVENT, event()).delivered().offset is not None
     wb.close()
+
+
+def test_a_connector_handle_kept_across_close_syncs_with_the_new_producer(
+    stack: Endpoints, tmp_path: Path
+) -> None:
+    (tmp_path / "items.csv").write_text("id,name\n1,first\n2,second\n")
+    instance = f"kept-{uuid.uuid4().hex[:8]}"
+    with workbench.connect() as wb:
+        handle = wb.connectors.add(instance, connector="files", path=str(tmp_path))
+        assert handle.adapter is not None  # opened before the close, shut down by it
+        closed = wb.producer
+    try:
+        result = handle.sync(full=True, progress=False)
+        assert (result.status, result.records_published) == ("succeeded", 2)
+        for published in result.handles:
+            assert published.producer is wb.producer is not closed
+            assert published.delivered().offset is not None
+        assert wb.connectors.runs(instance)["status"].to_list() == ["succeeded"]
+    finally:
+        wb.close()
 
 
 def test_rich_repr_lists_components_and_their_health(workbench: Any, stack: Endpoints) -> None:

@@ -118,7 +118,7 @@ class Workbench:
 
         return Connectors(
             self.engine,
-            self.producer,
+            lambda: self.producer,  # the current one: after close() a new one
             config_file=self.settings.home / "connectors.yaml",
             register_schema=lambda subject, schema: self.schemas.register(subject, dict(schema)),
             config_service=lambda key, environment: self.config.reveal(
@@ -222,9 +222,12 @@ class Workbench:
         with ExitStack() as closing:
             if "engine" in opened:
                 closing.callback(self.engine.dispose)  # stays usable: it reconnects on demand
-            for name in ("analytics", "config", "connectors", "producer"):
+            for name in ("analytics", "config", "producer"):
                 if name in opened:
                     closing.callback(opened.pop(name).close)
+            # Kept: its handles, which a caller may hold, reopen their adapters on use.
+            if "connectors" in opened:
+                closing.callback(self.connectors.close)
             # They hold the closed producer; made again, they get a new one.
             opened.pop("catalog", None)
             opened.pop("events", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,19 +88,23 @@ class ConnectorHandle:
         return self.owner.state(self.instance)
 
     def close(self) -> None:
-        if self._adapter is not None:
-            self._adapter.shutdown()
-            self._adapter = None
+        adapter, self._adapter = self._adapter, None  # reopened on next use, even if this fails
+        if adapter is not None:
+            adapter.shutdown()
 
 
 class Connectors(Mapping[str, ConnectorHandle]):
     """Configured instances (``connectors.yaml`` plus `add`), and every installed type as an
-    instance of the same name configured from the environment."""
+    instance of the same name configured from the environment.
+
+    `producer` gives the producer to publish with, asked at each sync or webhook: a Workbench
+    closed and used again gives its new one, so handles kept across the close keep working.
+    """
 
     def __init__(
         self,
         engine: Engine,
-        producer: EventProducer,
+        producer: Callable[[], EventProducer],
         *,
         config_file: Path | None = None,
         register_schema: RegisterSchema | None = None,
@@ -107,7 +112,7 @@ class Connectors(Mapping[str, ConnectorHandle]):
         config_service: ConfigLookup | None = None,
     ) -> None:
         self.engine = engine
-        self.producer = producer
+        self._producer = producer
         self.config_file = config_file
         self.register_schema = register_schema
         self.secrets = secrets
@@ -156,10 +161,19 @@ class Connectors(Mapping[str, ConnectorHandle]):
             old.close()
         return self[name]
 
+    @property
+    def producer(self) -> EventProducer:
+        return self._producer()
+
     def close(self) -> None:
-        """Shut down the adapters opened so far; using an instance again opens its adapter."""
-        for handle in self._handles.values():
-            handle.close()
+        """Shut down the adapters opened so far; using an instance again opens its adapter.
+
+        Every adapter is shut down even when another's shutdown fails; the failure is raised
+        afterwards.
+        """
+        with ExitStack() as closing:
+            for handle in self._handles.values():
+                closing.callback(handle.close)
 
     def secret_source(self, environment: str | None) -> SecretSource | None:
         """Where secret fields come from before the environment variables: `secrets` when given,

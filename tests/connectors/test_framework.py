@@ -166,3 +166,24 @@ def test_secrets_from_the_configuration_service(monkeypatch: pytest.MonkeyPatch)
         "other", connector="chatwoot", base_url="http://127.0.0.1:9", account_id=1
     )
     assert other.adapter.config.api_access_token.get_secret_value() == "env-token"
+
+
+def test_closing_connectors_shuts_every_adapter_down_though_one_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connectors.base.api import Connectors
+
+    connectors = Connectors(None, None)  # type: ignore[arg-type]
+    failing = connectors.add("failing", connector="files", path=str(tmp_path))
+    other = connectors.add("other", connector="files", path=str(tmp_path))
+
+    def broken() -> None:
+        raise RuntimeError("the source hung up")
+
+    monkeypatch.setattr(failing.adapter, "shutdown", broken)
+    opened = [failing.adapter, other.adapter]
+    with pytest.raises(RuntimeError, match="hung up"):
+        connectors.close()
+    assert not opened[1]._initialized
+    # Both reopen on their next use.
+    assert failing.adapter is not opened[0] and other.adapter is not opened[1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from typing import Any
 
@@ -15,6 +16,7 @@ from workbench.catalog.schemas import IncompatibleSchemaError
 from workbench.events.envelope import CloudEvent
 from workbench.events.outbox import OutboxRelay, enqueue
 from workbench.events.topics import SCHEMA_CHANGED
+from workbench.events.workers import Workers
 
 
 def _pending(workbench: Any, event_id: str) -> bool | None:
@@ -163,3 +165,35 @@ def test_a_relay_publishes_pending_rows_in_order(workbench: Any) -> None:
     )
     read = [CloudEvent.from_kafka(r.value(), r.headers(), r.key()) for r in records]
     assert read == events
+
+
+class _Watched(OutboxRelay):
+    """A relay that says when a run has reached the outbox."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.relaying = threading.Event()
+
+    def relay_once(self, conn: psycopg.Connection[Any]) -> int:
+        self.relaying.set()
+        return super().relay_once(conn)
+
+
+def test_a_stopped_relay_relays_and_runs_again(workbench: Any) -> None:
+    relay = _Watched(workbench.endpoints.kafka_bootstrap, workbench.endpoints.postgres_url)
+    for _ in range(2):
+        relay.relaying.clear()
+        workers = Workers([relay]).start()
+        assert relay.relaying.wait(30), "the run never reached the outbox"
+        workers.stop()
+        assert not workers.threads[0].is_alive() and not workers.crashed
+        assert relay.producer is None  # released when the run ended
+    event = CloudEvent(source=f"/tests/outbox/{uuid.uuid4().hex}", type=SCHEMA_CHANGED)
+    # In a transaction of our own, so only this relay sees the row.
+    with psycopg.connect(workbench.endpoints.postgres_url) as conn:
+        conn.execute(
+            "INSERT INTO dictamesh_outbox (topic, event_id, record_value) VALUES (%s, %s, %s)",
+            (SCHEMA_CHANGED, event.id, event.to_kafka().value),
+        )
+        assert relay.relay_once(conn) == 1
+        conn.rollback()

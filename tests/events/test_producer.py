@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
+from typing import Any
 
 import pytest
 
 from tests.helpers import read_records
 from workbench.catalog.model import EntityChange
+from workbench.errors import TerminalError
 from workbench.events import topics
 from workbench.events.envelope import CloudEvent
 from workbench.events.producer import DeliveryError, EventProducer, InvalidPayloadError
@@ -86,3 +89,47 @@ def test_entity_events_without_a_partition_key_are_keyed_by_their_entity(stack: 
     assert len(records) == 3
     assert len({record.partition() for record in records}) == 1
     assert [record.offset() for record in records] == sorted(r.offset() for r in records)
+
+
+class _PausedFlush:
+    """A producer's own client whose flush waits to be let go: a close stopped mid-way."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.flushing = threading.Event()
+        self.resume = threading.Event()
+
+    def flush(self, timeout: float) -> int:
+        self.flushing.set()
+        assert self.resume.wait(30)
+        return int(self.client.flush(timeout))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.client, name)
+
+
+def test_a_publish_during_close_is_refused_and_what_came_before_is_delivered(
+    stack: Endpoints,
+) -> None:
+    producer = EventProducer(stack.kafka_bootstrap)
+    paused = _PausedFlush(producer._producer)
+    producer._producer = paused
+
+    def event() -> CloudEvent:
+        return CloudEvent(source=f"/unit/{uuid.uuid4().hex}", type=topics.ADAPTER_EVENT)
+
+    before = producer.publish(topics.ADAPTER_EVENT, event())
+    closing = threading.Thread(target=producer.close)
+    closing.start()
+    try:
+        assert paused.flushing.wait(30)
+        # Queued now, it would go into a client about to be dropped and never be delivered.
+        with pytest.raises(TerminalError, match="closed"):
+            producer.publish(topics.ADAPTER_EVENT, event())
+        assert "closed" in repr(producer)
+    finally:
+        paused.resume.set()
+        closing.join(30)
+    assert not closing.is_alive()
+    assert before.delivered(0).offset is not None
+    producer.close()  # idempotent

@@ -71,21 +71,14 @@ class OutboxRelay:
         idle_poll: float = 1.0,
         delivery_timeout: float = 30.0,
     ) -> None:
-        from confluent_kafka import Producer
-
+        self.bootstrap = bootstrap
         self.postgres_url = postgres_url
         self.batch_size = batch_size
         self.idle_poll = idle_poll
         self.delivery_timeout = delivery_timeout
-        self.producer: Any = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "message.timeout.ms": int(delivery_timeout * 1000),
-                "log_level": 3,
-            }
-        )
+        # Made on first use and released when run() ends: a live client stays connected to
+        # the broker for as long as anyone holds the relay.
+        self.producer: Any = None
         self._stopping = threading.Event()
         self.published = 0
 
@@ -93,7 +86,23 @@ class OutboxRelay:
         return f"OutboxRelay(published={self.published})"
 
     def stop(self) -> None:
+        """End the current run, or the next one if none is running."""
         self._stopping.set()
+
+    def _client(self) -> Any:
+        if self.producer is None:
+            from confluent_kafka import Producer
+
+            self.producer = Producer(
+                {
+                    "bootstrap.servers": self.bootstrap,
+                    "enable.idempotence": True,
+                    "linger.ms": 5,
+                    "message.timeout.ms": int(self.delivery_timeout * 1000),
+                    "log_level": 3,
+                }
+            )
+        return self.producer
 
     def relay_once(self, conn: psycopg.Connection[Any]) -> int:
         """Publish one batch of pending rows; return how many were published."""
@@ -106,6 +115,7 @@ class OutboxRelay:
             if not rows:
                 return 0
             failures: dict[int, str] = {}
+            producer = self._client()
 
             def delivered(row_id: int) -> Any:
                 def report(error: Any, _message: Any) -> None:
@@ -115,14 +125,14 @@ class OutboxRelay:
                 return report
 
             for row_id, topic, key, value, headers in rows:
-                self.producer.produce(
+                producer.produce(
                     topic,
                     value=bytes(value),
                     key=bytes(key) if key is not None else None,
                     headers=[(name, header) for name, header in headers],
                     on_delivery=delivered(row_id),
                 )
-            undelivered = self.producer.flush(self.delivery_timeout)
+            undelivered = producer.flush(self.delivery_timeout)
             published = [row[0] for row in rows if row[0] not in failures]
             if undelivered:
                 published = []  # unknown outcome: keep them all pending, send again later
@@ -145,8 +155,12 @@ class OutboxRelay:
         return len(published)
 
     def run(self) -> None:
-        """Relay until `stop()`: woken by each commit's notification, polling when idle."""
+        """Relay until `stop()`: woken by each commit's notification, polling when idle.
+
+        A stopped relay can run again.
+        """
         delay = 0.1
+        self._client()
         try:
             while not self._stopping.is_set():
                 try:
@@ -163,6 +177,7 @@ class OutboxRelay:
                     self._stopping.wait(delay)
                     delay = min(delay * 2, 5.0)
         finally:
-            self.producer.flush(10)
-            # A live client stays connected to the broker for as long as anyone holds the relay.
-            self.producer = None
+            self._stopping.clear()  # this run took the stop; the next one runs
+            producer, self.producer = self.producer, None
+            if producer is not None:
+                producer.flush(10)

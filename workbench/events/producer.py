@@ -317,6 +317,10 @@ class EventProducer:
         self.schemas = SubjectSchemas(postgres_url)
         # Handles whose delivery failed since the last flush: flush raises with them.
         self.undelivered: list[PublishHandle] = []
+        # Orders each produce against close's swap: an event is either queued before close
+        # flushes (and so delivered) or refused as closed, never queued into a dropped client.
+        self._lock = threading.Lock()
+        self._closed = False
         self._producer: Any = Producer(
             {
                 "bootstrap.servers": bootstrap,
@@ -330,44 +334,54 @@ class EventProducer:
         )
 
     def __repr__(self) -> str:
-        state = ", closed" if self._producer is None else ""
+        state = ", closed" if self._closed else ""
         return f"EventProducer(bootstrap={self.bootstrap!r}, mode={self.mode!r}{state})"
 
-    def _client(self) -> Any:
-        if self._producer is None:
-            raise TerminalError(
-                f"This producer for {self.bootstrap} is closed.",
-                remedy="create a new EventProducer (a closed Workbench makes one on next use).",
-            )
-        return self._producer
+    def _closed_error(self) -> TerminalError:
+        return TerminalError(
+            f"This producer for {self.bootstrap} is closed.",
+            remedy="create a new EventProducer (a closed Workbench makes one on next use).",
+        )
 
     def publish(self, topic: str, event: CloudEvent) -> PublishHandle:
         """Queue one event; the handle reports delivery and projection."""
         from confluent_kafka import KafkaException
 
-        client = self._client()
+        if self._closed:  # refused before the event is checked against its schema
+            raise self._closed_error()
         event = _entity_checked(topic, event, self.schemas)
         record = event.to_kafka(self.mode)
         handle = PublishHandle(self, topic, event)
         while True:
-            try:
-                client.produce(
-                    topic,
-                    value=record.value,
-                    key=record.key,
-                    headers=record.headers,
-                    on_delivery=handle._delivered,
-                )
-                break
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                client.poll(0.05)
-            except KafkaException as exc:
-                raise DeliveryError(f"Event {event.id} to {topic} was refused: {exc}.") from None
+            with self._lock:
+                if self._closed:
+                    raise self._closed_error()
+                client = self._producer
+                try:
+                    client.produce(
+                        topic,
+                        value=record.value,
+                        key=record.key,
+                        headers=record.headers,
+                        on_delivery=handle._delivered,
+                    )
+                    break
+                except BufferError:  # local queue full: let deliveries drain, then retry
+                    pass
+                except KafkaException as exc:
+                    raise DeliveryError(
+                        f"Event {event.id} to {topic} was refused: {exc}."
+                    ) from None
+            client.poll(0.05)  # outside the lock, so a close need not wait for room
         client.poll(0)
         return handle
 
     def poll(self, timeout: float = 0.0) -> None:
-        self._client().poll(timeout)
+        """Serve delivery reports; while a close flushes, its client still serves them."""
+        client = self._producer
+        if client is None:
+            raise self._closed_error()
+        client.poll(timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every queued event is delivered; raise if some were not.
@@ -375,9 +389,12 @@ class EventProducer:
         Failed deliveries leave the queue as failures, so they are counted from the delivery
         reports: `DeliveryError` names them (each handle keeps its error).
         """
-        if self._producer is None:
-            return  # close flushed everything
-        remaining = self._producer.flush(timeout)
+        client = self._producer  # read once: a concurrent close may drop it
+        if client is not None:  # else close flushed everything
+            self._flush(client, timeout)
+
+    def _flush(self, client: Any, timeout: float) -> None:
+        remaining = client.flush(timeout)
         if remaining:
             raise ComponentUnavailableError(
                 f"{remaining} events were not delivered within {timeout:.0f} s.",
@@ -400,8 +417,12 @@ class EventProducer:
         (and reconnecting), so whoever still holds this producer, a handle say, would hold them.
         Raises as `flush` does; the client is shut down all the same.
         """
+        with self._lock:  # from here on publish raises "closed"
+            if self._closed:
+                return
+            self._closed = True
         try:
-            self.flush(timeout)
+            self._flush(self._producer, timeout)
         finally:
             self._producer = None
             self.schemas.close()
