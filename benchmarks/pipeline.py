@@ -7,10 +7,13 @@ CloudEvents are produced once to the entity topics (for the DictaMesh catalog pr
 to a topic of their own (for quixstreams' PostgreSQLSink). Each side runs as deployed, in its own
 processes (`dictamesh consume --sink catalog [--processes N] [--threads T]`; N quixstreams
 applications in one group), started after its topic is full; the clock runs from the start
-(imports and group join included) until every event is queryable in Postgres. Over the same
-span the CPU time of each side's processes, of the broker and of Postgres is counted, which
-gives each side's CPU cost per event and the rate the machine's cores could carry at that cost.
-Then the projector's event-to-queryable latency is measured at a steady rate.
+(imports and group join included) until every event is queryable in Postgres. Then each side
+again with its consumers already running (joined and warmed up): a
+producer process sends as many events again as fast as it can, and the clock runs from its first
+record until the last is queryable. Over each span the CPU time of each side's processes, of the
+broker and of Postgres is counted, which gives each side's CPU cost per event and the rate the
+machine's cores could carry at that cost. Postgres is vacuumed and checkpointed, unmetered,
+before each. Then the projector's event-to-queryable latency is measured at a steady rate.
 """
 
 from __future__ import annotations
@@ -34,7 +37,6 @@ from benchmarks.common import (
     Machine,
     entity_events,
     isolated_stack,
-    tree_cpu_seconds,
     wait_until,
 )
 from workbench.events.consumer import PROGRESS_CHANNEL
@@ -50,8 +52,8 @@ import sys
 from quixstreams import Application
 from quixstreams.sinks.community.postgresql import PostgreSQLSink
 
-bootstrap, host, port, dbname, user, password, topic_name, session_timeout = sys.argv[1:9]
-app = Application(broker_address=bootstrap, consumer_group="quix-bench",
+bootstrap, host, port, dbname, user, password, topic_name, session_timeout, group = sys.argv[1:10]
+app = Application(broker_address=bootstrap, consumer_group=group,
                   auto_offset_reset="earliest", loglevel="WARNING",
                   consumer_extra_config={"session.timeout.ms": int(session_timeout),
                                          "heartbeat.interval.ms": 500})
@@ -66,17 +68,18 @@ app.run()
 # The producing application of the burst run: it encodes its records first, sends a warm-up
 # that makes the consumers join and connect, then on "go" sends the burst as fast as it can.
 BURST_PRODUCER = """
-import sys
+import sys, time
 from confluent_kafka import Producer
 from benchmarks.common import entity_events
 
+# destination: a topic, or ENTITY_TOPICS for the entity topic each event's type names
 bootstrap, destination, warmup, count = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
 def records(number, system):
     encoded = []
     for topic, event in entity_events(number, source="/" + system, system=system):
         record = event.to_kafka()
-        encoded.append((topic if destination == "entity" else destination, record))
+        encoded.append((topic if destination == "ENTITY_TOPICS" else destination, record))
     return encoded
 
 producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5,
@@ -97,9 +100,13 @@ send(records(warmup, "burst-warmup"))
 burst = records(count, "burst")
 print("ready", flush=True)
 sys.stdin.readline()
+started, cpu = time.perf_counter(), time.process_time()
 send(burst)
+print(time.perf_counter() - started, time.process_time() - cpu, flush=True)
 """
 WARMUP = 1000  # events the running consumers apply before the burst
+ENTITY_TOPICS = "ENTITY_TOPICS"  # the burst producer's destination for the catalog projector
+QUIX_GROUP = "quix-bench"
 
 
 class RowCounter:
@@ -114,13 +121,15 @@ class RowCounter:
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute("SET max_parallel_workers_per_gather = 0")
         self.backend = int(self.conn.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
+        self.last = 0
 
     def __call__(self) -> int:
         try:
             row = self.conn.execute(self.query).fetchone()
         except psycopg.errors.UndefinedTable:
-            return 0
-        return int(row[0]) if row else 0
+            row = None
+        self.last = int(row[0]) if row else 0
+        return self.last
 
     def close(self) -> None:
         self.conn.close()
@@ -144,6 +153,25 @@ def _dictamesh_command(processes: int, threads: int) -> list[str]:
     return [*command, "--processes", str(processes), "--threads", str(threads)]
 
 
+def settle(endpoints: Endpoints) -> None:
+    """Vacuum, analyze and checkpoint, unmetered, so no phase pays for an earlier phase's rows."""
+    with psycopg.connect(endpoints.postgres_url, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE)")
+        conn.execute("CHECKPOINT")
+
+
+def _stop(processes: list[subprocess.Popen[Any]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        process.wait(60)
+
+
+def _per_event(cpu_used: dict[str, float], count: int) -> dict[str, float]:
+    return {f"cpu_us_{part}": 1e6 * seconds / count for part, seconds in cpu_used.items()}
+
+
 def _timed_until_landed(
     endpoints: Endpoints, processes: list[subprocess.Popen[bytes]], query: str, count: int
 ) -> dict[str, float]:
@@ -153,22 +181,20 @@ def _timed_until_landed(
     cpu = CpuMeter([process.pid for process in processes], counter.backend)
     try:
         first = wait_until(lambda: counter() > 0, 180)
-        landed_first = counter()  # the first apply's rows: not counted in the steady rate
+        landed_first = counter.last  # the first apply's rows: not counted in the steady rate
         wait_until(lambda: counter() >= count, 1800)
         total = time.perf_counter() - started
         cpu_used = cpu.used()
     finally:
         counter.close()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(60)
+        _stop(processes)
     return {
         "total_s": total,
         "first_s": first,
         "events_per_s": count / total,
         "steady_events_per_s": (count - landed_first) / (total - first),
-        **{f"cpu_us_{part}": 1e6 * seconds / count for part, seconds in cpu_used.items()},
+        "extra_rows": counter.last - count,
+        **_per_event(cpu_used, count),
     }
 
 
@@ -205,6 +231,7 @@ def _quix_processes(endpoints: Endpoints, processes: int) -> list[subprocess.Pop
         url.password or "",
         QUIX_TOPIC,
         str(endpoints.group_session_timeout_ms),  # the group timeouts the projector gets
+        QUIX_GROUP,
     ]
     return [
         subprocess.Popen(
@@ -223,9 +250,14 @@ def _timed_burst(
     query: str,
     count: int,
 ) -> dict[str, float]:
-    """With `consumers` running and warmed up, from the burst's first record to its last landed."""
+    """With `consumers` running and warmed up, from the burst's first record to its last landed.
+
+    The consumers of a group start together and the warm-up lands after their first join; the
+    embedded broker does not list a group's members, so a later rebalance cannot be ruled out.
+    """
     counter = RowCounter(endpoints.postgres_url, query)
     landed_before = counter()
+    target = landed_before + WARMUP + count
     sizes = [str(WARMUP), str(count)]
     producer = subprocess.Popen(
         [sys.executable, "-c", BURST_PRODUCER, endpoints.kafka_bootstrap, destination, *sizes],
@@ -233,44 +265,57 @@ def _timed_burst(
         stdout=subprocess.PIPE,
         text=True,
     )
+
+    def landed(rows: int) -> bool:
+        if producer.poll():  # exited with an error: its records will never all land
+            raise RuntimeError(f"the burst producer failed (exit {producer.returncode})")
+        return counter() >= rows
+
     try:
-        if (
-            producer.stdout is None
-            or producer.stdin is None
-            or producer.stdout.readline() != "ready\n"
-        ):
+        if producer.stdout is None or producer.stdin is None:
+            raise RuntimeError("the burst producer has no pipes")
+        if producer.stdout.readline() != "ready\n":
             raise RuntimeError("the burst producer failed to start")
-        wait_until(lambda: counter() >= landed_before + WARMUP, 180)
+        wait_until(lambda: landed(landed_before + WARMUP), 180)
+        settle(endpoints)
         cpu = CpuMeter([consumer.pid for consumer in consumers], counter.backend)
-        producer_cpu = tree_cpu_seconds(producer.pid)
         started = time.perf_counter()
         producer.stdin.write("go\n")
         producer.stdin.flush()
-        wait_until(lambda: counter() >= landed_before + WARMUP + count, 1800)
+        wait_until(lambda: landed(target), 1800)
         total = time.perf_counter() - started
-        producer_used = tree_cpu_seconds(producer.pid) - producer_cpu
         cpu_used = cpu.used()
+        sent_in, producer_used = map(float, producer.stdout.readline().split())  # its own count
     finally:
         counter.close()
-        for process in consumers:
-            process.terminate()
-        for process in consumers:
-            process.wait(60)
+        _stop(consumers)
+        if producer.poll() is None:
+            producer.kill()
         producer.wait(60)
     return {
         "total_s": total,
         "events_per_s": count / total,
+        "producer_events_per_s": count / sent_in,
         "cpu_us_producer": 1e6 * producer_used / count,
-        **{f"cpu_us_{part}": 1e6 * seconds / count for part, seconds in cpu_used.items()},
+        "extra_rows": counter.last - target,
+        **_per_event(cpu_used, count),
     }
 
 
-def burst_dictamesh(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
+def burst_dictamesh(
+    endpoints: Endpoints, count: int, processes: int, threads: int = 1
+) -> dict[str, float]:
     consumer = subprocess.Popen(
-        _dictamesh_command(processes, 1), env=_batched_environment(), stdout=subprocess.DEVNULL
+        _dictamesh_command(processes, threads),
+        env=_batched_environment(),
+        stdout=subprocess.DEVNULL,
     )
     return _timed_burst(
-        endpoints, [consumer], "entity", "SELECT count(*) FROM dictamesh_event_log", count
+        endpoints,
+        [consumer],
+        ENTITY_TOPICS,
+        "SELECT count(*) FROM dictamesh_event_log",
+        count,
     )
 
 
@@ -367,24 +412,32 @@ def main() -> None:
     os.environ.setdefault("DICTAMESH_LOG_LEVEL", "WARNING")
     with isolated_stack() as endpoints:
         produced = produce(endpoints, options.events)
+        settle(endpoints)
         ours = run_dictamesh(endpoints, options.events, options.processes, options.threads)
+        settle(endpoints)
         theirs = run_quixstreams(endpoints, options.events, options.processes)
-        ours_running = burst_dictamesh(endpoints, options.events, options.processes)
+        ours_running = burst_dictamesh(
+            endpoints, options.events, options.processes, options.threads
+        )
         theirs_running = burst_quixstreams(endpoints, options.events, options.processes)
+        settle(endpoints)
         latency = latency_at_rate(endpoints, options.rate, options.seconds)
     print(f"machine: {Machine.current().description}")
     print(f"producer: {produced:,.0f} events/s ({options.events:,} events to each destination)")
     print(f"consumer processes on each side: {options.processes}")
     print(f"consumers per DictaMesh process (--threads): {options.threads}")
-    print("| consumer | total s (join included) | events/s | events/s after first apply |")
-    print("|---|---|---|---|")
+    print(
+        "| consumer | total s (join included) | first rows at s | events/s | "
+        "events/s after first apply |"
+    )
+    print("|---|---|---|---|---|")
     for name, result in (
         ("DictaMesh catalog projector", ours),
         ("quixstreams PostgreSQLSink", theirs),
     ):
         print(
-            f"| {name} | {result['total_s']:.2f} | {result['events_per_s']:,.0f} | "
-            f"{result['steady_events_per_s']:,.0f} |"
+            f"| {name} | {result['total_s']:.2f} | {result['first_s']:.2f} | "
+            f"{result['events_per_s']:,.0f} | {result['steady_events_per_s']:,.0f} |"
         )
     cores = psutil.cpu_count() or 1
     print(f"\nCPU per event during the run, in microseconds (all {cores} cores counted):")
@@ -414,6 +467,16 @@ def main() -> None:
             f"{result['cpu_us_postgres']:.0f} | {result['cpu_us_total']:.0f} | "
             f"{result['cpu_us_producer']:.0f} |"
         )
+    for name, result in (("DictaMesh", ours_running), ("quixstreams", theirs_running)):
+        print(f"{name}: the producer sent at {result['producer_events_per_s']:,.0f} events/s")
+    for name, result in (
+        ("DictaMesh, started", ours),
+        ("quixstreams, started", theirs),
+        ("DictaMesh, running", ours_running),
+        ("quixstreams, running", theirs_running),
+    ):
+        if result["extra_rows"]:
+            print(f"{name}: {result['extra_rows']:,.0f} rows beyond the events (delivered twice)")
     print(
         f"ratio, consumers running (DictaMesh / quixstreams, events/s): "
         f"{ours_running['events_per_s'] / theirs_running['events_per_s']:.2f}x"
