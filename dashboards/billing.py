@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import panel as pn
 import polars as pl
-from workbench.dashboards.layout import Page
+from workbench.dashboards.layout import Page, table_data
 
 from workbench.billing import charts
 from workbench.billing.mrr import CHURN_RECOGNITION
@@ -33,17 +33,6 @@ def _months_back(today: date, months: int) -> date:
 def _organizations(workbench: Workbench) -> list[str]:
     frame = workbench.sql("SELECT id FROM dictamesh_billing_organizations ORDER BY id")
     return ["all", *[str(v) for v in frame["id"].to_list()]] if frame.height else ["all"]
-
-
-def _display(frame: pl.DataFrame) -> Any:
-    """A pandas frame the browser table can serialise (Decimal money shown as numbers)."""
-    return frame.with_columns(
-        [
-            pl.col(name).cast(pl.Float64)
-            for name, dtype in frame.schema.items()
-            if dtype.is_decimal()
-        ]
-    ).to_pandas()
 
 
 def _kpis(metrics: pl.DataFrame) -> str:
@@ -185,8 +174,8 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
             "dm-billing-rates",
         )
         cohorts.object = charts.heatmap(analysis.cohort_matrix())
-        top.value = _display(analysis.customer_mrr(top=20))
-        metrics_table.value = _display(metrics)
+        top.value = table_data(analysis.customer_mrr(top=20))
+        metrics_table.value = table_data(metrics)
 
     def refresh_invoices(*_events: Any) -> None:
         org = organization.value
@@ -203,7 +192,7 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, read 
         text = customer_filter.value.strip()
         if text and frame.height:
             frame = frame.filter(pl.col("customer").str.contains(text, literal=True))
-        invoices.value = _display(frame)
+        invoices.value = table_data(frame)
         detail.object = "Select an invoice to see its lines."
 
     def show_invoice(event: Any) -> None:

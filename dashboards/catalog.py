@@ -22,7 +22,7 @@ import pandas as pd
 import panel as pn
 import param
 import polars as pl
-from workbench.dashboards.layout import Page
+from workbench.dashboards.layout import Page, table_data
 
 if TYPE_CHECKING:
     from workbench.catalog.api import Entity
@@ -127,7 +127,7 @@ class CatalogExplorer(param.Parameterized):
             self._cursors.append(str(frame["id"][-1]))
         if frame.height == 0:
             return pd.DataFrame(columns=LIST_COLUMNS)
-        return frame.select(LIST_COLUMNS).to_pandas()
+        return table_data(frame.select(LIST_COLUMNS))
 
     def has_next(self) -> bool:
         return len(self._cursors) > self.page + 1
@@ -173,7 +173,7 @@ class EntityDetail(param.Parameterized):
 def _table(frame: Any, css_class: str, **options: Any) -> pn.widgets.Tabulator:
     """A read-only table of a Polars frame, as every detail tab shows one."""
     return pn.widgets.Tabulator(
-        frame.to_pandas(),
+        table_data(frame),
         disabled=True,
         show_index=False,
         sizing_mode="stretch_width",
@@ -223,7 +223,7 @@ def _detail(workbench: Workbench, row: Mapping[str, Any] | pd.Series) -> list[An
         shown = state.entity()
         header.object = _summary(shown) if shown else "<p>The entity was not in the catalog.</p>"
         attributes.object = shown.attributes if shown else {}
-        relationships.value = state.relationships().to_pandas()
+        relationships.value = table_data(state.relationships())
         moment.object = state.label()
         back.visible = state.version is not None
         if state.version is None:

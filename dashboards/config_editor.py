@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import panel as pn
-from workbench.dashboards.layout import Page
+from workbench.dashboards.layout import Page, table_data
 
 if TYPE_CHECKING:
     from workbench.client import Workbench
@@ -144,15 +144,15 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, one c
             return
         frame = config.values(environment.value)
         tree.value = (
-            frame.select(TREE_COLUMNS).to_pandas()
+            table_data(frame.select(TREE_COLUMNS))
             if frame.height
             else pd.DataFrame(columns=TREE_COLUMNS)
         )
         pending = config.proposals(environment=environment.value)
         proposals.value = (
-            pending.select(
-                "id", "service", "component", "key", "proposed_by", "reason", "diff"
-            ).to_pandas()
+            table_data(
+                pending.select("id", "service", "component", "key", "proposed_by", "reason", "diff")
+            )
             if pending.height
             else pd.DataFrame(columns=["id", "service", "component", "key", "proposed_by"])
         )
@@ -184,7 +184,7 @@ def build(workbench: Workbench) -> list[Any]:  # noqa: PLR0915 - one page, one c
             explained.object = _message("error", str(exc))
         frame = config.history(name, environment=environment.value, limit=50)
         history.value = (
-            frame.select(HISTORY_COLUMNS).to_pandas()
+            table_data(frame.select(HISTORY_COLUMNS))
             if frame.height
             else (pd.DataFrame(columns=HISTORY_COLUMNS))
         )

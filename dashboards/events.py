@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import panel as pn
 import polars as pl
-from workbench.dashboards.layout import Page, refresh_every
+from workbench.dashboards.layout import Page, refresh_every, table_data
 
 from workbench.events.deadletters import replay_letters
 from workbench.observability import get_logger, scrub
@@ -58,11 +58,10 @@ def _rates(workbench: Workbench) -> pd.DataFrame:
     per_minute = workbench.sql(RATES)
     if not per_minute.height:
         return pd.DataFrame()
-    return (
+    return table_data(
         per_minute.pivot(on="event_type", index="minute", values="events")
         .fill_null(0)
         .sort("minute", descending=True)
-        .to_pandas()
     )
 
 
@@ -70,11 +69,10 @@ def _lag(workbench: Workbench) -> pd.DataFrame:
     lags = workbench.lag()
     if not lags.height:
         return pd.DataFrame()
-    return (
+    return table_data(
         lags.group_by("group", "topic")
         .agg(pl.col("lag_messages").sum(), pl.col("lag_seconds").max())
         .sort("group", "topic")
-        .to_pandas()
     )
 
 
@@ -131,7 +129,7 @@ class EventMonitor:
         self.problems.object = "".join(failures)
 
     def _show_recent(self) -> None:
-        self.recent.value = self.workbench.sql(RECENT).to_pandas()
+        self.recent.value = table_data(self.workbench.sql(RECENT))
 
     def _show_rates(self) -> None:
         frame = _rates(self.workbench)
@@ -143,7 +141,7 @@ class EventMonitor:
         self.lag.value = _lag(self.workbench)
 
     def _show_letters(self) -> None:
-        frame = self.workbench.events.dead_letters().to_pandas()
+        frame = table_data(self.workbench.events.dead_letters())
         self.letters.show(frame.set_index("letter_id"))
 
     def replay(self) -> None:

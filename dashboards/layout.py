@@ -8,14 +8,36 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import panel as pn
+import polars as pl
 
 from workbench.errors import TerminalError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from workbench.client import Workbench
 
 APP_TITLE = "DictaMesh Workbench"
 ENTRY_POINT_GROUP = "dictamesh.dashboards"
+
+
+def table_data(frame: pl.DataFrame) -> pd.DataFrame:
+    """A Polars frame as the dashboards' tables take it.
+
+    Decimal money becomes numbers the browser table can serialise. Zoned times become UTC
+    without their zone: the table shows UTC either way, and its reading of zoned pandas
+    columns relies on a pandas behaviour that is going away.
+    """
+    decimals = [name for name, dtype in frame.schema.items() if dtype.is_decimal()]
+    zoned = [
+        name
+        for name, dtype in frame.schema.items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    ]
+    return frame.with_columns(
+        *(pl.col(name).cast(pl.Float64) for name in decimals),
+        *(pl.col(name).dt.convert_time_zone("UTC").dt.replace_time_zone(None) for name in zoned),
+    ).to_pandas()
 
 
 @dataclass(frozen=True)
