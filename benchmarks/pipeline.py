@@ -107,6 +107,7 @@ print(time.perf_counter() - started, time.process_time() - cpu, flush=True)
 WARMUP = 1000  # events the running consumers apply before the burst
 ENTITY_TOPICS = "ENTITY_TOPICS"  # the burst producer's destination for the catalog projector
 QUIX_GROUP = "quix-bench"
+LOGGED_EVENTS = "SELECT count(*) FROM dictamesh_event_log"  # one row per applied event
 
 
 class RowCounter:
@@ -198,21 +199,20 @@ def _timed_until_landed(
     }
 
 
+def _dictamesh_consumer(processes: int, threads: int) -> subprocess.Popen[bytes]:
+    """The projector as deployed, with the throughput runs' batch size."""
+    return subprocess.Popen(
+        _dictamesh_command(processes, threads),
+        env={**os.environ, "DICTAMESH_CONSUMER_BATCH_SIZE": str(BATCH_SIZE)},
+        stdout=subprocess.DEVNULL,
+    )
+
+
 def run_dictamesh(
     endpoints: Endpoints, count: int, processes: int, threads: int = 1
 ) -> dict[str, float]:
-    consumer = subprocess.Popen(
-        _dictamesh_command(processes, threads),
-        env=_batched_environment(),
-        stdout=subprocess.DEVNULL,
-    )
-    return _timed_until_landed(
-        endpoints, [consumer], "SELECT count(*) FROM dictamesh_event_log", count
-    )
-
-
-def _batched_environment() -> dict[str, str]:
-    return {**os.environ, "DICTAMESH_CONSUMER_BATCH_SIZE": str(BATCH_SIZE)}
+    consumer = _dictamesh_consumer(processes, threads)
+    return _timed_until_landed(endpoints, [consumer], LOGGED_EVENTS, count)
 
 
 def run_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:
@@ -305,18 +305,8 @@ def _timed_burst(
 def burst_dictamesh(
     endpoints: Endpoints, count: int, processes: int, threads: int = 1
 ) -> dict[str, float]:
-    consumer = subprocess.Popen(
-        _dictamesh_command(processes, threads),
-        env=_batched_environment(),
-        stdout=subprocess.DEVNULL,
-    )
-    return _timed_burst(
-        endpoints,
-        [consumer],
-        ENTITY_TOPICS,
-        "SELECT count(*) FROM dictamesh_event_log",
-        count,
-    )
+    consumer = _dictamesh_consumer(processes, threads)
+    return _timed_burst(endpoints, [consumer], ENTITY_TOPICS, LOGGED_EVENTS, count)
 
 
 def burst_quixstreams(endpoints: Endpoints, count: int, processes: int) -> dict[str, float]:

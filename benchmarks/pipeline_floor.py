@@ -207,8 +207,7 @@ def write_unindexed(endpoints: Endpoints, count: int) -> dict[str, float]:
         before = tree_cpu_seconds(postgres)
         with conn.cursor() as cursor:
             for start in range(0, count, BATCH):
-                with cursor.copy("COPY floor_sink FROM STDIN") as copy:
-                    copy.write("".join(lines[start : start + BATCH]))
+                _copy_lines(cursor, "floor_sink", lines[start : start + BATCH])
                 conn.commit()
         used = tree_cpu_seconds(postgres) - before
     return {"postgres_us": 1e6 * used / count}
