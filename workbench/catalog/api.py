@@ -323,11 +323,8 @@ class Catalog:
         node = entity_id(source_system, entity_type, source_id)
         if version is not None:
             _one_moment(as_of, version)
-            as_of = self._version_time(node, version)
-            if as_of is None:
-                return self.relationships(
-                    source_system, entity_type, source_id, direction=direction, as_of=_BEFORE_ALL
-                )
+            # No version up to `version`: the entity did not exist yet, so nothing pointed at it.
+            as_of = self._version_time(node, version) or _BEFORE_ALL
         if as_of is not None:
             _, params = _source(as_of)
             params.update(
